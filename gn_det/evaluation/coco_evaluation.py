@@ -1,0 +1,230 @@
+"""COCO box and mask AP of a detector's outputs on a registered dataset, by pycocotools' COCOeval.
+
+``COCOEvaluator`` collects torchvision-style outputs (labels 1..K, x1y1x2y2 boxes, mask probabilities)
+per image, converts them to the COCO results format with the dataset's own category ids and RLE masks,
+gathers them across processes, and reports AP/AP50/AP75/APs/APm/APl and per-category AP in percent,
+as detectron2's COCOEvaluator does. Files are written atomically into ``output_dir``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import logging
+import math
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from . import comm
+from .evaluator import DatasetEvaluator
+from .file_io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "coco_instances_results.json"
+METRICS_FILE = "metrics.json"
+_SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]  # order of COCOeval.stats[:6]
+
+
+def contiguous_to_dataset_ids(metadata: Any, num_classes: Optional[int] = None) -> Dict[int, int]:
+    """Map contiguous class index (0..K-1) -> the dataset's category id (identity when unmapped)."""
+    mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+    if mapping:
+        return {int(c): int(d) for d, c in mapping.items()}
+    k = num_classes if num_classes is not None else len(getattr(metadata, "thing_classes", []) or [])
+    return {c: c for c in range(k)}
+
+
+def instances_to_coco_json(output: Mapping[str, torch.Tensor], image_id: int,
+                           contiguous_to_dataset: Mapping[int, int], mask_threshold: float = 0.5) -> List[dict]:
+    """One image's model output as COCO result entries (x y w h boxes, dataset category ids, RLE masks).
+
+    ``output["labels"]`` are 1..K (0 is torchvision's background), i.e. contiguous id + 1.
+    """
+    boxes = output["boxes"].detach().to("cpu", torch.float64)
+    if len(boxes) == 0:
+        return []
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores = output["scores"].detach().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    rles = None
+    if "masks" in output:
+        masks = output["masks"].detach().cpu()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        binary = (masks >= mask_threshold).numpy().astype(np.uint8)
+        rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        for rle in rles:
+            rle["counts"] = rle["counts"].decode("utf-8")
+    results = []
+    for i, (box, score, label) in enumerate(zip(xywh, scores, labels)):
+        contiguous = int(label) - 1
+        if contiguous not in contiguous_to_dataset:
+            raise ValueError(
+                f"model output label {label} (contiguous id {contiguous}) has no dataset category: the "
+                f"dataset has {len(contiguous_to_dataset)} classes; check MODEL.ROI_HEADS.NUM_CLASSES")
+        entry = {"image_id": int(image_id), "category_id": contiguous_to_dataset[contiguous],
+                 "bbox": [float(v) for v in box], "score": float(score)}
+        if rles is not None:
+            entry["segmentation"] = rles[i]
+        results.append(entry)
+    return results
+
+
+def dataset_dicts_to_coco(dataset_dicts: Sequence[Mapping[str, Any]], metadata: Any) -> dict:
+    """A COCO-format ground-truth dict from detectron2 dataset dicts (for datasets with no json file)."""
+    to_dataset = contiguous_to_dataset_ids(metadata)
+    classes = list(getattr(metadata, "thing_classes", []) or [])
+    categories = [{"id": to_dataset[c], "name": classes[c] if c < len(classes) else str(c)}
+                  for c in sorted(to_dataset)]
+    images, annotations = [], []
+    for d in dataset_dicts:
+        images.append({"id": d["image_id"], "width": d["width"], "height": d["height"],
+                       "file_name": d.get("file_name", "")})
+        for ann in d.get("annotations", []):
+            x, y, w, h = [float(v) for v in ann["bbox"]]
+            entry = {"id": len(annotations) + 1, "image_id": d["image_id"], "bbox": [x, y, w, h],
+                     "category_id": to_dataset[int(ann["category_id"])], "iscrowd": int(ann.get("iscrowd", 0)),
+                     "area": w * h}
+            seg = ann.get("segmentation")
+            if seg:
+                if isinstance(seg, list):
+                    rle = mask_util.merge(mask_util.frPyObjects(seg, d["height"], d["width"]))
+                    entry["segmentation"] = seg
+                else:
+                    rle = seg if not isinstance(seg.get("counts"), list) else \
+                        mask_util.frPyObjects(seg, d["height"], d["width"])
+                    entry["segmentation"] = _json_rle(seg)
+                entry["area"] = float(mask_util.area(rle))
+            annotations.append(entry)
+    return {"info": {}, "images": images, "annotations": annotations, "categories": categories}
+
+
+def _json_rle(rle: Mapping[str, Any]) -> dict:
+    """An RLE dict with ``counts`` as str (bytes are not JSON)."""
+    out = dict(rle)
+    if isinstance(out.get("counts"), bytes):
+        out["counts"] = out["counts"].decode("utf-8")
+    return out
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call a chatty pycocotools function, sending what it prints to the debug log."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        out = fn(*args, **kwargs)
+    if buf.getvalue().strip():
+        logger.debug(buf.getvalue())
+    return out
+
+
+def evaluate_predictions(coco_gt: COCO, predictions: List[dict], iou_type: str,
+                         img_ids: Optional[Iterable[int]] = None) -> Dict[str, float]:
+    """COCOeval summary (percent) plus ``AP-<category name>`` for one IoU type ("bbox" or "segm")."""
+    if not predictions:
+        logger.warning("No %s predictions: every %s metric is NaN.", iou_type, iou_type)
+        names = [c["name"] for c in coco_gt.loadCats(sorted(coco_gt.getCatIds()))]
+        return {k: float("nan") for k in _SUMMARY_NAMES + [f"AP-{n}" for n in names]}
+    preds = predictions
+    if iou_type == "bbox":  # loadRes would otherwise treat a segmentation as the thing to score
+        preds = [{k: v for k, v in p.items() if k != "segmentation"} for p in predictions]
+    coco_dt = _quiet(coco_gt.loadRes, copy.deepcopy(preds))
+    ev = COCOeval(coco_gt, coco_dt, iou_type)
+    if img_ids is not None:
+        ev.params.imgIds = sorted(set(int(i) for i in img_ids))
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.info("COCOeval %s:\n%s", iou_type, summary.getvalue().rstrip())
+    # COCOeval's -1 means "no ground truth in this area range": NaN, as detectron2 reports it.
+    results = {name: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
+               for i, name in enumerate(_SUMMARY_NAMES)}
+    precision = ev.eval["precision"]  # [IoU thresholds, recall, category, area range, max dets]
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        name = coco_gt.cats[cat_id]["name"]
+        results[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else float("nan")
+    return results
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """Box (and mask, when outputs carry masks) AP of a registered dataset, detectron2-style.
+
+    ``process(inputs, outputs)`` takes the dataset dicts of a batch and the model's outputs for it;
+    ``evaluate()`` gathers every process's predictions, writes ``coco_instances_results.json`` and
+    ``metrics.json`` into ``output_dir`` (rank 0, atomically) and returns ``{"bbox": {...}, "segm": {...}}``
+    in percent on every rank.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str], distributed: bool = True):
+        from gn_det.data import DatasetCatalog, MetadataCatalog
+
+        self.dataset_name = dataset_name
+        self.output_dir = output_dir
+        self.distributed = distributed
+        self.metadata = MetadataCatalog.get(dataset_name)
+        json_file = getattr(self.metadata, "json_file", None)
+        if json_file and os.path.isfile(json_file):
+            self.coco_gt = _quiet(COCO, json_file)
+        else:
+            self.coco_gt = COCO()
+            self.coco_gt.dataset = dataset_dicts_to_coco(DatasetCatalog.get(dataset_name), self.metadata)
+            _quiet(self.coco_gt.createIndex)
+        num_classes = len(getattr(self.metadata, "thing_classes", []) or []) or len(self.coco_gt.getCatIds())
+        self._to_dataset = contiguous_to_dataset_ids(self.metadata, num_classes)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget predictions collected so far."""
+        self._predictions: List[dict] = []
+        self._image_ids: List[int] = []
+        self._has_masks = False
+
+    def process(self, inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, torch.Tensor]]) -> None:
+        """Convert one batch of outputs (torchvision format) to COCO results and keep them."""
+        for inp, out in zip(inputs, outputs):
+            self._image_ids.append(int(inp["image_id"]))
+            self._predictions.extend(instances_to_coco_json(out, inp["image_id"], self._to_dataset))
+            self._has_masks = self._has_masks or "masks" in out
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        """Gather, save and score the predictions; the same result dict on every rank."""
+        predictions, image_ids = self._predictions, self._image_ids
+        has_masks = self._has_masks
+        if self.distributed and comm.get_world_size() > 1:
+            comm.synchronize()
+            gathered = comm.all_gather((predictions, image_ids, has_masks))
+            predictions = list(itertools.chain.from_iterable(g[0] for g in gathered))
+            image_ids = list(itertools.chain.from_iterable(g[1] for g in gathered))
+            has_masks = any(g[2] for g in gathered)
+        results: Dict[str, Dict[str, float]] = {}
+        if comm.is_main_process() or not self.distributed:
+            if not image_ids:
+                raise RuntimeError(f"COCOEvaluator for dataset '{self.dataset_name}' received no images: "
+                                   "the test loader is empty")
+            if self.output_dir:
+                atomic_write_json(os.path.join(self.output_dir, RESULTS_FILE), predictions)
+            tasks = ["bbox"] + (["segm"] if has_masks else [])
+            for task in tasks:
+                results[task] = evaluate_predictions(self.coco_gt, predictions, task, image_ids)
+            if self.output_dir:
+                atomic_write_json(os.path.join(self.output_dir, METRICS_FILE), _json_safe(results))
+        if self.distributed:
+            results = comm.broadcast(results)
+        return results
+
+
+def _json_safe(results: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, Optional[float]]]:
+    """NaN (no prediction / no ground truth) becomes null so metrics.json is strict JSON."""
+    return {task: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+            for task, m in results.items()}
