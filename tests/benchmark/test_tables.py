@@ -1,0 +1,125 @@
+"""The table tool on run directories written here in the documented OUTPUT_DIR layout."""
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+from gn_det.config import get_cfg
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+import benchmark_table  # noqa: E402
+
+RUN_A_TIMES = [0.41, 0.37, 0.52, 0.44]  # median 0.425 (two middle values averaged)
+RUN_A_RESULTS = {"bbox": {"AP": 12.3, "AP50": 30.1, "AP75": 8.7, "APs": 1.0},
+                 "segm": {"AP": 10.9, "AP50": 25.5, "AP75": 7.2}}
+
+
+def write_run(root, name, *, norm, ims_per_batch, max_iter, times=(), world_size=None, peak=None,
+              results=None, dataset="shapes_val", mask_on=True):
+    """A run directory as tools/train_net.py leaves it: config.yaml, metrics.json, inference/."""
+    run = root / name
+    run.mkdir()
+    cfg = get_cfg()
+    cfg.MODEL.MASK_ON = mask_on
+    cfg.MODEL.RESNETS.NORM = norm
+    cfg.MODEL.FPN.NORM = norm
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
+    cfg.MODEL.ROI_BOX_HEAD.NORM = norm
+    cfg.MODEL.ROI_MASK_HEAD.NORM = norm
+    cfg.SOLVER.IMS_PER_BATCH = ims_per_batch
+    cfg.SOLVER.MAX_ITER = max_iter
+    (run / "config.yaml").write_text(cfg.dump())
+    with open(run / "metrics.json", "w") as f:
+        for i, t in enumerate(times):
+            line = {"iteration": i, "time": t, "data_time": 0.01, "lr": 0.02, "total_loss": 1.0}
+            if world_size is not None:
+                line["world_size"] = world_size
+            if peak is not None:
+                line["peak_mem_mb"] = peak + i
+            f.write(json.dumps(line) + "\n")
+    if results is not None:
+        (run / "inference" / dataset).mkdir(parents=True)
+        (run / "inference" / dataset / "metrics.json").write_text(json.dumps(results))
+    return str(run)
+
+
+def run_tool(args, capsys):
+    assert benchmark_table.main(args) == 0
+    return capsys.readouterr().out
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    a = write_run(tmp_path, "gn_run", norm="GN", ims_per_batch=16, max_iter=270000, times=RUN_A_TIMES,
+                  world_size=8, peak=2048.0, results=RUN_A_RESULTS)
+    b = write_run(tmp_path, "bn_run", norm="BN", ims_per_batch=2, max_iter=300)  # no metrics, no eval
+    return a, b
+
+
+def test_csv_values_equal_what_each_run_holds(runs, capsys):
+    a, b = runs
+    rows = csv_rows(run_tool([a, b, "--format", "csv"], capsys))
+    assert [r["run"] for r in rows] == ["gn_run", "bn_run"]
+    ra, rb = rows
+    assert float(ra["box AP"]) == pytest.approx(RUN_A_RESULTS["bbox"]["AP"])
+    assert float(ra["box AP50"]) == pytest.approx(RUN_A_RESULTS["bbox"]["AP50"])
+    assert float(ra["box AP75"]) == pytest.approx(RUN_A_RESULTS["bbox"]["AP75"])
+    assert float(ra["mask AP"]) == pytest.approx(RUN_A_RESULTS["segm"]["AP"])
+    assert float(ra["mask AP50"]) == pytest.approx(RUN_A_RESULTS["segm"]["AP50"])
+    assert float(ra["mask AP75"]) == pytest.approx(RUN_A_RESULTS["segm"]["AP75"])
+    assert float(ra["s/iter"]) == pytest.approx(statistics.median(RUN_A_TIMES), abs=5e-4)
+    assert float(ra["peak mem (MB)"]) == pytest.approx(2048 + len(RUN_A_TIMES) - 1)
+    assert ra["im/GPU"] == "2"  # 16 images over 8 processes
+    assert ra["sched"] == "3x"  # 270k iterations at 16 images
+    assert (ra["model"], ra["backbone"], ra["norm: backbone"], ra["FPN"], ra["heads"]) == (
+        "Mask R-CNN", "R-50-FPN", "GN", "GN", "GN")
+    # the second run has no evaluation, no timing and no world size: empty fields, never 0
+    for key in ("box AP", "box AP50", "mask AP", "s/iter", "peak mem (MB)", "im/GPU"):
+        assert rb[key] == "", key
+    assert rb["sched"] == "300 it" and rb["norm: backbone"] == "BN"
+
+
+def test_text_and_markdown_show_missing_as_dash(runs, capsys):
+    a, b = runs
+    for fmt in ("text", "markdown"):
+        out = run_tool([a, b, "--format", fmt], capsys)
+        line = next(l for l in out.splitlines() if "bn_run" in l)
+        cells = [c.strip() for c in (line.strip("|").split("|") if fmt == "markdown" else line.split("  ")) if c.strip()]
+        assert cells.count("-") >= 9, cells  # 6 APs, s/iter, memory, im/GPU
+        assert "0" not in cells and "0.0" not in cells
+        assert "12.3" in out and "10.9" in out
+
+
+def test_reference_rows_follow_matching_run_with_source(tmp_path, capsys):
+    run = write_run(tmp_path, "r", norm="GN", ims_per_batch=16, max_iter=270000, times=[0.3],
+                    results=RUN_A_RESULTS)
+    rows = csv_rows(run_tool([f"{run}=mask_rcnn_R_50_FPN_3x_gn", "--reference", "--format", "csv"], capsys))
+    assert rows[0]["run"] == "mask_rcnn_R_50_FPN_3x_gn" and rows[0]["source"] == "ours"
+    published = rows[1:]
+    assert published and all(r["run"] == "mask_rcnn_R_50_FPN_3x_gn (published)" for r in published)
+    by_source = {r["source"]: r for r in published}
+    d2 = next(r for s, r in by_source.items() if s.startswith("detectron2 MODEL_ZOO.md"))
+    assert (d2["box AP"], d2["mask AP"], d2["box AP50"]) == ("42.6", "38.6", "")  # AP50 not published
+
+
+def test_bad_run_dir_is_reported(tmp_path, capsys):
+    assert benchmark_table.main([str(tmp_path)]) == 1
+    assert "has no config.yaml: pass the OUTPUT_DIR of a run of tools/train_net.py" in capsys.readouterr().err
+
+
+def test_speed_table_from_bench_step_json(tmp_path, capsys):
+    records = [{"norm": "GN", "ims_per_gpu": 1, "s_per_iter": 0.51234, "peak_mem_mb": 812.4},
+               {"norm": "BN", "ims_per_gpu": 1, "s_per_iter": 0.4}]
+    path = tmp_path / "step.json"
+    path.write_text(json.dumps(records))
+    rows = csv_rows(run_tool(["--speed", str(path), "--format", "csv"], capsys))
+    assert rows[0]["norm"] == "GN" and float(rows[0]["s/iter"]) == pytest.approx(0.512, abs=1e-9)
+    assert rows[1]["peak mem (MB)"] == ""  # not measured for that row
