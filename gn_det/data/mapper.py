@@ -1,0 +1,118 @@
+"""Dataset dict -> model input: the image tensor (float32 CxHxW, 0-255, INPUT.FORMAT order, original
+size) and, in training, the torchvision target (boxes x1y1x2y2, labels = contiguous id + 1, masks).
+
+Crowd annotations are left out of training targets (as detectron2 does). The random flip is drawn
+from an RNG seeded by (seed, global sample position), so the result does not depend on which worker
+process loads the sample or on how many there are.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+
+from .image_io import check_image_size, image_to_tensor, read_image
+from .transforms import hflip
+
+__all__ = ["segmentation_to_mask", "annotations_to_target", "flip_decision", "DatasetMapper"]
+
+RANDOM_FLIP_CHOICES = ("horizontal", "none")
+
+
+def segmentation_to_mask(segm, height: int, width: int) -> np.ndarray:
+    """Decode COCO polygons (list of lists) or RLE (compressed or uncompressed) to an HxW uint8 mask."""
+    if isinstance(segm, list):
+        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
+    elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
+        rle = mask_util.frPyObjects(segm, height, width)
+    elif isinstance(segm, dict):
+        counts = segm["counts"]
+        rle = {"size": list(segm["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    else:
+        raise ValueError(f"segmentation must be polygons (list of lists) or an RLE dict, got {type(segm)}")
+    return np.ascontiguousarray(mask_util.decode(rle), dtype=np.uint8)
+
+
+def annotations_to_target(annotations: List[dict], height: int, width: int, *, mask_on: bool,
+                          file_name: str = "?") -> dict:
+    """Non-crowd annotations -> {"boxes" float32 (N,4) x1y1x2y2 clipped to the image, "labels" int64
+    category_id + 1, "masks" uint8 (N,H,W) with mask_on}; boxes empty after clipping are dropped."""
+    annos = [a for a in annotations if not a.get("iscrowd", 0)]
+    boxes = torch.tensor([a["bbox"] for a in annos], dtype=torch.float64).reshape(-1, 4)
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    target = {"boxes": boxes[keep].to(torch.float32),
+              "labels": torch.tensor([a["category_id"] + 1 for a in annos], dtype=torch.int64)[keep]}
+    if mask_on:
+        masks = []
+        for a, k in zip(annos, keep.tolist()):
+            if not k:
+                continue
+            if "segmentation" not in a:
+                raise ValueError(f"An annotation of image '{file_name}' has no 'segmentation', but "
+                                 f"MODEL.MASK_ON=True needs masks for every instance")
+            masks.append(torch.from_numpy(segmentation_to_mask(a["segmentation"], height, width)))
+        target["masks"] = torch.stack(masks) if masks else torch.zeros((0, height, width), dtype=torch.uint8)
+    return target
+
+
+def flip_decision(seed: int, position: int) -> bool:
+    """Whether to flip the sample at global stream `position` of a run seeded with `seed`:
+    a fair coin from an RNG keyed by both (independent of worker processes)."""
+    return bool(np.random.default_rng([seed, position]).random() < 0.5)
+
+
+class DatasetMapper:
+    """Callable turning a dataset dict into `(image_tensor, target)` (training) or
+    `(image_tensor, dataset_dict)` (inference). Build with `DatasetMapper.from_config(cfg, is_train)`."""
+
+    def __init__(self, *, is_train: bool, image_format: str = "BGR", mask_on: bool = False,
+                 random_flip: str = "horizontal") -> None:
+        if random_flip not in RANDOM_FLIP_CHOICES:
+            raise ValueError(f"INPUT.RANDOM_FLIP must be one of {list(RANDOM_FLIP_CHOICES)}, got {random_flip!r}")
+        self.is_train, self.image_format = is_train, image_format
+        self.mask_on, self.random_flip = mask_on, random_flip
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool) -> "DatasetMapper":
+        """Mapper for cfg (INPUT.FORMAT, INPUT.RANDOM_FLIP, MODEL.MASK_ON)."""
+        return cls(is_train=is_train, image_format=cfg.INPUT.FORMAT, mask_on=cfg.MODEL.MASK_ON,
+                   random_flip=cfg.INPUT.RANDOM_FLIP)
+
+    def __call__(self, dataset_dict: dict, flip: bool = False) -> Tuple[torch.Tensor, dict]:
+        """Load and convert one sample; `flip` is honoured only in training with RANDOM_FLIP on."""
+        array = read_image(dataset_dict["file_name"], self.image_format)
+        check_image_size(dataset_dict, array)
+        image = image_to_tensor(array)
+        if not self.is_train:
+            return image, dict(dataset_dict)
+        h, w = array.shape[:2]
+        target = annotations_to_target(dataset_dict.get("annotations", []), h, w, mask_on=self.mask_on,
+                                       file_name=dataset_dict["file_name"])
+        if flip and self.random_flip == "horizontal":
+            image, target["boxes"], masks = hflip(image, target["boxes"], target.get("masks"))
+            if masks is not None:
+                target["masks"] = masks.contiguous()
+            image = image.contiguous()
+        return image, target
+
+
+class MappedDataset(torch.utils.data.Dataset):
+    """Map-style dataset indexed by `(dataset index, global position)` pairs from the training
+    batch sampler (position keys the flip RNG), or by a plain index for inference."""
+
+    def __init__(self, dataset_dicts: List[dict], mapper: DatasetMapper, seed: Optional[int] = None) -> None:
+        self.dataset_dicts, self.mapper, self.seed = dataset_dicts, mapper, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset_dicts)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            index, position = key
+            return self.mapper(self.dataset_dicts[index], flip=flip_decision(self.seed, position))
+        return self.mapper(self.dataset_dicts[key])
