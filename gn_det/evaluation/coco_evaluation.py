@@ -33,12 +33,17 @@ METRICS_FILE = "metrics.json"
 _SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]  # order of COCOeval.stats[:6]
 
 
+def _meta(metadata: Any, key: str) -> Any:
+    """A metadata attribute, or None when the dataset does not define it."""
+    return getattr(metadata, key, None)
+
+
 def contiguous_to_dataset_ids(metadata: Any, num_classes: Optional[int] = None) -> Dict[int, int]:
     """Map contiguous class index (0..K-1) -> the dataset's category id (identity when unmapped)."""
-    mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+    mapping = _meta(metadata, "thing_dataset_id_to_contiguous_id")
     if mapping:
         return {int(c): int(d) for d, c in mapping.items()}
-    k = num_classes if num_classes is not None else len(getattr(metadata, "thing_classes", []) or [])
+    k = num_classes if num_classes is not None else len(_meta(metadata, "thing_classes") or [])
     return {c: c for c in range(k)}
 
 
@@ -81,7 +86,7 @@ def instances_to_coco_json(output: Mapping[str, torch.Tensor], image_id: int,
 def dataset_dicts_to_coco(dataset_dicts: Sequence[Mapping[str, Any]], metadata: Any) -> dict:
     """A COCO-format ground-truth dict from detectron2 dataset dicts (for datasets with no json file)."""
     to_dataset = contiguous_to_dataset_ids(metadata)
-    classes = list(getattr(metadata, "thing_classes", []) or [])
+    classes = list(_meta(metadata, "thing_classes") or [])
     categories = [{"id": to_dataset[c], "name": classes[c] if c < len(classes) else str(c)}
                   for c in sorted(to_dataset)]
     images, annotations = [], []
@@ -173,14 +178,16 @@ class COCOEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.distributed = distributed
         self.metadata = MetadataCatalog.get(dataset_name)
-        json_file = getattr(self.metadata, "json_file", None)
+        if _meta(self.metadata, "thing_dataset_id_to_contiguous_id") is None:
+            DatasetCatalog.get(dataset_name)  # loading a COCO json sets the category id mapping
+        json_file = _meta(self.metadata, "json_file")
         if json_file and os.path.isfile(json_file):
             self.coco_gt = _quiet(COCO, json_file)
         else:
             self.coco_gt = COCO()
             self.coco_gt.dataset = dataset_dicts_to_coco(DatasetCatalog.get(dataset_name), self.metadata)
             _quiet(self.coco_gt.createIndex)
-        num_classes = len(getattr(self.metadata, "thing_classes", []) or []) or len(self.coco_gt.getCatIds())
+        num_classes = len(_meta(self.metadata, "thing_classes") or []) or len(self.coco_gt.getCatIds())
         self._to_dataset = contiguous_to_dataset_ids(self.metadata, num_classes)
         self.reset()
 

@@ -1,0 +1,206 @@
+"""The standard training run: argument parser, setup (output dir, logging, seed, config.yaml) and
+``DefaultTrainer`` (model, SGD, schedule, loader, checkpointer and hooks from a config), detectron2's
+engine/defaults.py shape."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from gn_det.checkpoint.checkpointer import Checkpointer, unwrap_model
+from gn_det.evaluation import COCOEvaluator, comm, format_results, inference_on_dataset
+from gn_det.evaluation.file_io import atomic_write_text
+
+from . import hooks
+from .events import ConsoleWriter, JSONWriter, TensorboardWriter
+from .launch import get_local_rank
+from .solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
+from .train_loop import SimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+WRITER_PERIOD = 20  # iterations between metrics.json / tensorboard / console lines (detectron2's default)
+
+
+def default_argument_parser(description: str = "Train or evaluate a gn_det detector") -> argparse.ArgumentParser:
+    """detectron2's flags: --config(-file), --resume, --eval-only, --num-gpus, --num-machines,
+    --machine-rank, --dist-url, --register-coco NAME JSON IMAGE_ROOT, then KEY VALUE overrides."""
+    p = argparse.ArgumentParser(description=description,
+                                epilog="Trailing KEY VALUE pairs override config keys, e.g. SOLVER.BASE_LR 0.01")
+    p.add_argument("--config", "--config-file", dest="config_file", default="", metavar="FILE",
+                   help="config YAML; a bare file name is looked up in configs/")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, schedule, data position)")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST, no training")
+    p.add_argument("--num-gpus", type=int, default=1,
+                   help="processes per machine: one per GPU (NCCL), or CPU processes (gloo) without GPUs")
+    p.add_argument("--num-machines", type=int, default=1)
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's index, 0 .. num-machines-1")
+    p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0; 'auto' on one machine")
+    p.add_argument("--register-coco", nargs=3, action="append", default=[],
+                   metavar=("NAME", "JSON_FILE", "IMAGE_ROOT"),
+                   help="register a COCO-format dataset under NAME (repeatable)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    return p
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Make OUTPUT_DIR and prove it writable, or raise naming it and the fix."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, f".write_test.{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"OUTPUT_DIR '{output_dir}' is not writable ({e.strerror or e}); pass a "
+                              "writable directory, e.g. OUTPUT_DIR ./output") from e
+
+
+def check_batch_split(cfg, world_size: int) -> None:
+    """SOLVER.IMS_PER_BATCH is the total over processes: it must split evenly."""
+    total = cfg.SOLVER.IMS_PER_BATCH
+    if total <= 0 or total % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} is not divisible by the number of processes "
+                         f"({world_size}); set SOLVER.IMS_PER_BATCH to a multiple of {world_size} or change "
+                         "--num-gpus/--num-machines")
+
+
+def setup_logger(output_dir: Optional[str], rank: int = 0, names=("gn_det", "__main__", "train_net")) -> None:
+    """INFO logging for gn_det: console on rank 0; OUTPUT_DIR/log.txt (log.txt.rankN on other ranks)."""
+    fmt = logging.Formatter("[%(asctime)s %(name)s]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    handlers: List[logging.Handler] = []
+    if rank == 0:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        handlers.append(console)
+    if output_dir:
+        path = os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")
+        file = logging.FileHandler(path, encoding="utf-8")
+        file.setFormatter(fmt)
+        handlers.append(file)
+    for name in names:
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        for h in list(lg.handlers):
+            if getattr(h, "_gn_det", False):
+                lg.removeHandler(h)
+                h.close()
+        for h in handlers:
+            h._gn_det = True  # ours: replaced when setup runs again in this process (tests)
+            lg.addHandler(h)
+
+
+def seed_all_rng(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def default_setup(cfg, args: Optional[argparse.Namespace] = None) -> None:
+    """Output dir, logging, seed (SEED + rank; random and logged when SEED < 0) and the resolved
+    ``config.yaml`` in OUTPUT_DIR (rank 0, atomically)."""
+    rank = comm.get_rank()
+    check_output_dir(cfg.OUTPUT_DIR)
+    setup_logger(cfg.OUTPUT_DIR, rank)
+    logger.info("Rank %d of %d; command line: %s", rank, comm.get_world_size(), " ".join(sys.argv))
+    if args is not None:
+        logger.info("Arguments: %s", args)
+    if rank == 0:
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+        atomic_write_text(path, cfg.dump())
+        logger.info("Full config saved to %s", path)
+    seed = cfg.SEED if cfg.SEED >= 0 else int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    seed_all_rng(seed + rank)
+    logger.info("Seed %d (+ rank)%s", seed, "" if cfg.SEED >= 0 else " drawn at random (SEED < 0)")
+    if cfg.CUDNN_BENCHMARK:
+        torch.backends.cudnn.benchmark = True
+
+
+class DefaultTrainer(SimpleTrainer):
+    """Everything a training run needs, built from ``cfg``: model (DDP across processes), SGD with
+    norm-specific weight decay, warmup + multi-step LR, the resumable loader, checkpointer, and hooks
+    (LR, precise BN, evaluation, checkpoints, metrics.json / tensorboard / console)."""
+
+    def __init__(self, cfg):
+        from gn_det.data import build_detection_train_loader
+        from gn_det.modeling import build_model
+
+        self.cfg = cfg
+        rank, world = comm.get_rank(), comm.get_world_size()
+        model = build_model(cfg)
+        logger.info("Model:\n%s", model)
+        optimizer = build_optimizer(cfg, model)
+        loader = build_detection_train_loader(cfg, rank=rank, world_size=world, start_iter=0)
+        if world > 1:
+            device_ids = [get_local_rank()] if next(model.parameters()).is_cuda else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        super().__init__(model, loader, optimizer, clip_gradients=build_gradient_clipper(cfg),
+                         amp=cfg.SOLVER.AMP.ENABLED)
+        self.scheduler = build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=self.scheduler,
+                                         sampler=loader, grad_scaler=self.grad_scaler)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """With ``resume`` and a checkpoint in OUTPUT_DIR, continue from it; else load MODEL.WEIGHTS."""
+        self.start_iter = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+
+    def build_hooks(self) -> List[hooks.HookBase]:
+        """LR, precise BN, evaluation, checkpoint, writers (in that order, see gn_det.engine.hooks)."""
+        cfg = self.cfg
+        out: List[hooks.HookBase] = [hooks.LRScheduler(self.optimizer, self.scheduler)]
+        model = unwrap_model(self.model)
+        if cfg.TEST.PRECISE_BN.ENABLED and cfg.DATASETS.TEST and hooks.has_bn_stats(model):
+            out.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, model, self._precise_bn_loader,
+                                       cfg.TEST.PRECISE_BN.NUM_ITER))
+        if cfg.DATASETS.TEST:
+            out.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, unwrap_model(self.model))))
+        out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER))
+        if comm.is_main_process():
+            writers = [ConsoleWriter(cfg.SOLVER.MAX_ITER, WRITER_PERIOD),
+                       JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
+                       TensorboardWriter(cfg.OUTPUT_DIR)]
+            out.append(hooks.PeriodicWriter(writers, WRITER_PERIOD))
+        return out
+
+    def _precise_bn_loader(self):
+        from gn_det.data import build_detection_train_loader
+
+        # A fresh loader: precise BN must not move the training stream (resume stays exact).
+        return iter(build_detection_train_loader(self.cfg, rank=comm.get_rank(), world_size=comm.get_world_size()))
+
+    def train(self) -> Dict:
+        """Train from ``start_iter`` to SOLVER.MAX_ITER; the last evaluation's results (or {})."""
+        super().train(self.start_iter, self.max_iter)
+        for h in self._hooks:
+            if isinstance(h, hooks.EvalHook):
+                return h.latest_results
+        return {}
+
+    @classmethod
+    def test(cls, cfg, model: nn.Module) -> Dict[str, Dict[str, Dict[str, float]]]:
+        """COCO AP of ``model`` on each DATASETS.TEST dataset, results written to
+        OUTPUT_DIR/inference/<DATASET>/; ``{dataset: {"bbox": {...}, "segm": {...}}}``."""
+        from gn_det.data import build_detection_test_loader
+
+        results: Dict[str, Dict] = OrderedDict()
+        for name in cfg.DATASETS.TEST:
+            loader = build_detection_test_loader(cfg, name, rank=comm.get_rank(), world_size=comm.get_world_size())
+            evaluator = COCOEvaluator(name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+            results[name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s (percent):\n%s", name, format_results(results[name]))
+        return results

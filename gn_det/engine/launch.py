@@ -1,0 +1,112 @@
+"""Start one training/evaluation process per device: ``launch(main_func, num_gpus_per_machine, ...)``.
+
+detectron2's convention: N processes per machine (NCCL on GPUs, gloo on CPU), ranks numbered
+``machine_rank * N + local_rank``. Under ``torchrun`` (RANK/WORLD_SIZE/LOCAL_RANK in the environment)
+the process group comes from those variables and ``main_func`` runs in the current process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def find_free_port() -> int:
+    """A TCP port free on this machine right now (for single-machine ``dist_url='auto'``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def default_backend() -> str:
+    """NCCL when CUDA devices are visible, gloo otherwise."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def under_torchrun() -> bool:
+    """True when a launcher such as torchrun has set RANK, WORLD_SIZE and LOCAL_RANK."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machines: int = 1,
+           machine_rank: int = 0, dist_url: Optional[str] = None, args: Sequence[Any] = (),
+           timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+    """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes in total.
+
+    ``num_gpus_per_machine`` is the number of processes on this machine (one per GPU; on a CPU-only
+    machine it is the number of CPU processes, joined with gloo). ``dist_url`` is "auto" (a free local
+    port, single machine only) or "tcp://HOST:PORT" of machine 0.
+    """
+    if under_torchrun():
+        _init_from_env(timeout)
+        try:
+            main_func(*args)
+        finally:
+            _destroy()
+        return
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise ValueError(f"--num-gpus and --num-machines must be >= 1, got {num_gpus_per_machine} "
+                         f"and {num_machines}")
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(f"--machine-rank should be in [0, {num_machines - 1}], got {machine_rank}")
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    if dist_url in (None, "", "auto"):
+        if num_machines > 1:
+            raise ValueError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
+                             "--dist-url tcp://<machine 0 address>:<port>")
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
+        raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA "
+                         "devices are visible")
+    mp.start_processes(_worker, nprocs=num_gpus_per_machine, join=True, start_method="spawn",
+                       args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout))
+
+
+def _worker(local_rank: int, main_func: Callable[..., Any], world_size: int, num_per_machine: int,
+            machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta) -> None:
+    rank = machine_rank * num_per_machine + local_rank
+    os.environ["LOCAL_RANK"] = str(local_rank)  # read by get_local_rank() and device selection
+    backend = default_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    try:
+        dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=rank,
+                                timeout=timeout)
+    except Exception as e:
+        raise RuntimeError(f"Process group initialization failed at {dist_url} (rank {rank}/{world_size}): {e}") from e
+    dist.barrier()
+    try:
+        main_func(*args)
+    finally:
+        _destroy()
+
+
+def _init_from_env(timeout: timedelta) -> None:
+    backend = default_backend()
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_local_rank() -> int:
+    """This process's index on its machine (0 without distribution)."""
+    return int(os.environ.get("LOCAL_RANK", 0))

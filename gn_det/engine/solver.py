@@ -1,0 +1,103 @@
+"""SGD with per-parameter weight decay and LR factors, warmup + multi-step LR, gradient clipping.
+
+As detectron2's solver/build.py: norm parameters (BN/GN/SN affine and SN's importance weights) take
+SOLVER.WEIGHT_DECAY_NORM, biases take BASE_LR * SOLVER.BIAS_LR_FACTOR; the LR schedule is a
+multiplier per iteration (linear warmup from WARMUP_FACTOR, then GAMMA at each of STEPS).
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A normalization layer: gn_det.layers.is_norm when the layers engineer provides it, plus torch's norms."""
+    try:
+        from gn_det.layers import is_norm
+    except ImportError:
+        is_norm = None
+    return isinstance(module, _TORCH_NORMS) or bool(is_norm and is_norm(module)) or \
+        type(module).__name__ in ("FrozenBatchNorm2d",)
+
+
+def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                     bias_lr_factor: float = 1.0) -> List[Dict]:
+    """One optimizer group per distinct (lr, weight_decay), each trainable parameter exactly once."""
+    groups: Dict[Tuple[float, float], List[nn.Parameter]] = {}
+    seen = set()
+    for module in model.modules():
+        norm = _is_norm(module)
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = base_lr * bias_lr_factor if name == "bias" else base_lr
+            wd = weight_decay_norm if norm else weight_decay
+            groups.setdefault((lr, wd), []).append(param)
+    return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum over ``model``'s trainable parameters, per cfg.SOLVER."""
+    s = cfg.SOLVER
+    groups = get_param_groups(model, s.BASE_LR, s.WEIGHT_DECAY, s.WEIGHT_DECAY_NORM, s.BIAS_LR_FACTOR)
+    if not groups:
+        raise ValueError("The model has no trainable parameter (check MODEL.BACKBONE.FREEZE_AT)")
+    return torch.optim.SGD(groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+
+
+class WarmupMultiStep:
+    """LR multiplier at iteration ``it``: warmup (linear from ``warmup_factor`` to 1, or constant) for
+    ``warmup_iters``, times ``gamma ** (number of steps <= it)`` (detectron2's WarmupMultiStepLR).
+
+    A class (not a lambda) so LambdaLR's state_dict holds its plain attributes.
+    """
+
+    def __init__(self, steps: Sequence[int], gamma: float, warmup_factor: float, warmup_iters: int,
+                 warmup_method: str = "linear"):
+        if list(steps) != sorted(steps):
+            raise ValueError(f"SOLVER.STEPS should be increasing, got {tuple(steps)}")
+        if warmup_method not in ("linear", "constant"):
+            raise ValueError(f"SOLVER.WARMUP_METHOD should be 'linear' or 'constant', got '{warmup_method}'")
+        self.steps = [int(x) for x in steps]
+        self.gamma = float(gamma)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_method = warmup_method
+
+    def __call__(self, it: int) -> float:
+        factor = 1.0
+        if it < self.warmup_iters:
+            if self.warmup_method == "constant":
+                factor = self.warmup_factor
+            else:
+                alpha = it / self.warmup_iters
+                factor = self.warmup_factor * (1 - alpha) + alpha
+        return factor * self.gamma ** bisect.bisect_right(self.steps, it)
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR stepped once per iteration with the warmup + multi-step multiplier of cfg.SOLVER."""
+    s = cfg.SOLVER
+    if any(step > s.MAX_ITER for step in s.STEPS):
+        raise ValueError(f"SOLVER.STEPS {tuple(s.STEPS)} has a step past SOLVER.MAX_ITER={s.MAX_ITER}")
+    fn = WarmupMultiStep(s.STEPS, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def build_gradient_clipper(cfg) -> Optional[Callable[[Iterable[torch.Tensor]], None]]:
+    """A function clipping gradients per SOLVER.CLIP_GRADIENTS ("norm": global L2 norm, "value"), or None."""
+    c = cfg.SOLVER.CLIP_GRADIENTS
+    if not c.ENABLED:
+        return None
+    if c.CLIP_TYPE == "norm":
+        return functools.partial(torch.nn.utils.clip_grad_norm_, max_norm=c.CLIP_VALUE, norm_type=c.NORM_TYPE)
+    if c.CLIP_TYPE == "value":
+        return functools.partial(torch.nn.utils.clip_grad_value_, clip_value=c.CLIP_VALUE)
+    raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE should be 'norm' or 'value', got '{c.CLIP_TYPE}'")
