@@ -3,23 +3,23 @@ from __future__ import annotations
 
 from torch import nn
 
-from .norm import NORM_REGISTRY, NormOptions
+from .norm import NORM_REGISTRY, NormChannelsError, NormOptions
 
 
 def num_groups_for(channels: int, options: NormOptions) -> int:
     """Groups for ``channels``: by channels per group when gn_dim_per_gp > 0, else gn_num_groups."""
     if options.gn_dim_per_gp > 0:
         if channels % options.gn_dim_per_gp != 0:
-            raise ValueError(
-                f"GN with MODEL.GN.DIM_PER_GP={options.gn_dim_per_gp} needs channels divisible by it, "
-                f"got {channels} channels"
+            raise NormChannelsError(
+                f"channels divisible by MODEL.GN.DIM_PER_GP={options.gn_dim_per_gp}, got {channels}",
+                f"set MODEL.GN.DIM_PER_GP to a divisor of {channels}",
             )
         return channels // options.gn_dim_per_gp
     groups = options.gn_num_groups
     if groups <= 0 or channels % groups != 0:
-        raise ValueError(
-            f"GN needs channels divisible by {options.gn_groups_key}={groups}, got {channels} channels; "
-            f"set {options.gn_groups_key} to a divisor of {channels} or use MODEL.GN.DIM_PER_GP"
+        raise NormChannelsError(
+            f"channels divisible by {options.gn_groups_key}={groups}, got {channels}",
+            f"set {options.gn_groups_key} to a divisor of {channels} or use MODEL.GN.DIM_PER_GP",
         )
     return groups
 

@@ -6,7 +6,7 @@ heads) calls ``get_norm(name, channels, options)``, so a norm name means the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Set, Type, Union
 
 from torch import nn
 
@@ -43,6 +43,30 @@ class NormOptions:
 
 NormSpec = Union[str, None]
 
+# Types get_norm has built, so is_norm() also recognizes norms users register themselves.
+BUILT_NORM_TYPES: Set[Type[nn.Module]] = set()
+
+
+class NormChannelsError(ValueError):
+    """A norm cannot be built for this channel count; get_norm prefixes the config key and norm name.
+
+    ``requirement`` reads after "needs", e.g. "channels divisible by MODEL.GN.NUM_GROUPS=32, got 250".
+    """
+
+    def __init__(self, requirement: str, remedy: str = "") -> None:
+        self.requirement = requirement
+        self.remedy = remedy
+        super().__init__(self.format("norm"))
+
+    def format(self, prefix: str) -> str:
+        """The full message with ``prefix`` (e.g. "MODEL.FPN.NORM='GN'") as its subject."""
+        return f"{prefix} needs {self.requirement}" + (f"; {self.remedy}" if self.remedy else "")
+
+    def with_message(self, prefix: str) -> "NormChannelsError":
+        """This error with ``prefix`` as the subject of its message."""
+        self.args = (self.format(prefix),)
+        return self
+
 
 def get_norm(
     name: NormSpec,
@@ -62,7 +86,11 @@ def get_norm(
     if not isinstance(name, str):
         raise TypeError(f"{key} must be a norm name (str) or ''/None for no norm, got {name!r}")
     builder = NORM_REGISTRY.get(name, key=key)
-    module = builder(channels, options or NormOptions())
+    try:
+        module = builder(channels, options or NormOptions())
+    except NormChannelsError as e:
+        raise NormChannelsError(e.requirement, e.remedy).with_message(f"{key}={name!r}") from None
+    BUILT_NORM_TYPES.add(type(module))
     if zero_init:
         weight = getattr(module, "weight", None)
         if weight is None:

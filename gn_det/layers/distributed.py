@@ -1,0 +1,63 @@
+"""Batch statistics pooled over the processes of a torch.distributed group, with one all-reduce.
+
+Each process contributes per channel ``sum(x - s)``, ``sum((x - s)^2)`` and its count, where the shift
+``s`` is the layer's running mean (the same on every process, and close to the batch mean, which
+keeps float32 round-off from cancelling). The sums travel in float64 in one all-reduce; the pooled
+mean and biased variance then equal those of the union of all processes' batches exactly (up to
+round-off), whatever each process holds, including nothing (it sends zeros and a count of 0).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def sync_group(process_group: Any = None) -> Optional[Any]:
+    """The group to pool statistics over, or None when torch.distributed is off or has one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = process_group if process_group is not None else dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def shifted_sums(mean: Tensor, var: Tensor, count_per_row: int, shift: Tensor) -> Tensor:
+    """float64 ``[sum(x - shift) (C), sum((x - shift)^2) (C), count (1)]`` from per-row moments (R, C).
+
+    Row r holds ``count_per_row`` values per channel with mean ``mean[r]`` and biased variance ``var[r]``.
+    """
+    d = mean.double() - shift.double()
+    s1 = d.sum(0) * count_per_row
+    s2 = (var.double() + d * d).sum(0) * count_per_row
+    count = s1.new_full((1,), float(mean.shape[0] * count_per_row))
+    return torch.cat([s1, s2, count])
+
+
+def stats_from_sums(sums: Tensor, shift: Tensor) -> Tuple[Tensor, Tensor, int]:
+    """Pooled ``(mean, biased var, count)`` from (all-reduced) shifted_sums, in ``shift``'s dtype."""
+    channels = shift.shape[0]
+    count = int(sums[-1].item())
+    n = max(count, 1)
+    d = sums[:channels] / n
+    var = (sums[channels: 2 * channels] / n - d * d).clamp_min(0.0)
+    return (shift.double() + d).to(shift.dtype), var.to(shift.dtype), count
+
+
+def all_reduce_sum(tensor: Tensor, group: Any) -> Tensor:
+    """Sum ``tensor`` in place over ``group`` and return it."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    return tensor
+
+
+def update_running_stats(
+    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, count: int, momentum: float
+) -> None:
+    """PyTorch's convention: ``new = (1 - momentum) * old + momentum * batch``, with the unbiased variance."""
+    if count < 1:
+        return  # no samples: nothing to learn from (an empty batch)
+    unbiased = var * (count / (count - 1)) if count > 1 else var
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
+        running_var.mul_(1 - momentum).add_(unbiased.detach().to(running_var.dtype), alpha=momentum)

@@ -1,0 +1,36 @@
+"""Input checks shared by gn_det's 2D norms, with messages that name the layer and the shape."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def check_input_4d(module: nn.Module, x: Tensor) -> None:
+    """Raise ValueError unless ``x`` is (N, C, H, W) with the module's channel count."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"{type(module).__name__} expects a 4D (N, C, H, W) input, got a {x.dim()}D input of shape "
+            f"{tuple(x.shape)}"
+        )
+    channels = getattr(module, "num_features", None)
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{type(module).__name__} was built for {channels} channels, got an input of shape {tuple(x.shape)}"
+        )
+
+
+# Norms whose training output is defined for a single value per channel (no batch statistics).
+BATCH_FREE_NORMS = "FrozenBN, GN, LN, IN or SN with MODEL.SN.USE_BN=False"
+
+
+def check_batch_statistics(module: nn.Module, count: int, got: str) -> None:
+    """Raise ValueError when batch statistics would be computed from one value per channel."""
+    if count == 1:
+        raise ValueError(
+            f"{type(module).__name__} in training needs more than 1 value per channel for its batch "
+            f"statistics, got {got}; at batch size 1 use {BATCH_FREE_NORMS}"
+        )
+
+
+def values_per_channel(x) -> int:
+    """N * H * W of an (N, C, H, W) tensor: the values one channel's batch statistics see."""
+    return x.shape[0] * x.shape[2] * x.shape[3]
