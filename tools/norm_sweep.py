@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Train the same small Mask R-CNN from scratch on the shapes data with each norm, at 1 and 2 images
+per process, then write the table (Markdown + CSV) and the plot (PNG).
+
+  python tools/norm_sweep.py                              # the whole grid into output/norm_sweep
+  python tools/norm_sweep.py --only gn,bn --iters 100      # a part of it, shorter
+  python tools/norm_sweep.py --table-only                  # rebuild table and plot from finished runs
+
+Recipes (configs/tiny/sweep/): BN with batch statistics, FrozenBN, SyncBN, GN, SN, SN without its BN
+branch, and XBN (GN at each bottleneck's 3x3 conv and the stem, BN elsewhere). Every run uses
+``--num-gpus 2`` (2 gloo processes on CPU) so the total batch is the same for all norms and only the
+scope of the statistics differs; seeds are fixed. Finished runs are skipped, unfinished ones resumed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from gn_det.benchmark.analysis import write_text  # noqa: E402
+from gn_det.benchmark.formatting import render  # noqa: E402
+from gn_det.benchmark.sweep import (  # noqa: E402
+    SweepSummary, add_wall_time, cell_status, load_wall_times, plan_cells, sweep_rows, sweep_table, train_command,
+)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line arguments of the sweep."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-root", default=os.path.join("output", "norm_sweep"), help="one OUTPUT_DIR per run under it")
+    parser.add_argument("--config-dir", default=os.path.join(ROOT, "configs", "tiny", "sweep"), help="recipe configs")
+    parser.add_argument("--iters", type=int, default=150, help="training iterations per run (default 150)")
+    parser.add_argument("--lr-per-image", type=float, default=0.005, help="BASE_LR = this x total images per step")
+    parser.add_argument("--ims-per-process", default="1,2", help="comma-separated images per process (default 1,2)")
+    parser.add_argument("--num-gpus", type=int, default=2, help="processes per run (default 2: SyncBN syncs over 2)")
+    parser.add_argument("--only", default="", help="comma-separated recipes (gn,bn,...) or runs (gn_1img,...)")
+    parser.add_argument("--seed", type=int, default=0, help="SEED of every run")
+    parser.add_argument("--table-only", action="store_true", help="do not train; write table and plot from what exists")
+    parser.add_argument("--dry-run", action="store_true", help="print the train_net.py commands and exit")
+    parser.add_argument("--plot", default=None, help="PNG path (default OUTPUT_ROOT/norm_sweep.png)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run: KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
+    """Train/resume/evaluate every cell that is not done, in order; a failure does not stop the rest."""
+    summary = SweepSummary()
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, 2 // args.num_gpus))))
+    for cell in cells:
+        status = cell_status(cell.output_dir)
+        if status == "done":
+            summary.skipped.append(cell.name)
+            continue
+        cmd = train_command(cell, status, iters=args.iters, lr_per_image=args.lr_per_image, seed=args.seed,
+                            train_net=os.path.join(ROOT, "tools", "train_net.py"), extra_opts=args.opts)
+        print(f"[norm_sweep] {cell.name}: {status} -> {' '.join(cmd)}", flush=True)
+        if args.dry_run:
+            continue
+        os.makedirs(cell.output_dir, exist_ok=True)
+        start = time.perf_counter()
+        with open(os.path.join(cell.output_dir, "sweep_stdout.txt"), "a", encoding="utf-8") as log:
+            code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.perf_counter() - start
+        add_wall_time(args.output_root, cell.name, seconds)
+        summary.wall_seconds += seconds
+        (summary.ran if code == 0 else summary.failed).append(cell.name)
+        print(f"[norm_sweep] {cell.name}: exit {code} after {seconds:.0f} s", flush=True)
+    return summary
+
+
+def write_results(args: argparse.Namespace, cells) -> None:
+    """Table (Markdown + CSV, and text on stdout) and the AP plot from the runs that exist."""
+    from gn_det.benchmark.plots import plot_sweep
+
+    rows = sweep_rows(cells, load_wall_times(args.output_root))
+    table = sweep_table(rows, title=f"Norm sweep: Mask R-CNN from scratch on shapes, {args.iters} iterations")
+    print(render(table, "text"))
+    write_text(os.path.join(args.output_root, "norm_sweep.md"), render(table, "markdown"))
+    write_text(os.path.join(args.output_root, "norm_sweep.csv"), render(table, "csv"))
+    plot_rows = [{"recipe": r["recipe"], "ims_per_process": r["ims_per_process"],
+                  "box_AP": r.get("box_AP"), "mask_AP": r.get("mask_AP")} for r in rows]
+    path = plot_sweep(plot_rows, args.plot or os.path.join(args.output_root, "norm_sweep.png"))
+    print(f"wrote {os.path.join(args.output_root, 'norm_sweep.md')}, .csv and {path}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Plan the grid, run what is missing, then write table and plot; exit 1 if a run failed."""
+    args = parse_args(argv)
+    only = [s for s in args.only.split(",") if s]
+    sizes = [int(s) for s in args.ims_per_process.split(",") if s]
+    try:
+        cells = plan_cells(args.config_dir, args.output_root, sizes, args.num_gpus, only)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"norm_sweep.py: {e}", file=sys.stderr)
+        return 2
+    summary = SweepSummary()
+    if not args.table_only:
+        summary = run_cells(args, cells)
+        if args.dry_run:
+            return 0
+        print(f"[norm_sweep] ran {len(summary.ran)}, skipped {len(summary.skipped)} finished, "
+              f"failed {len(summary.failed)} {summary.failed or ''}; wall time {summary.wall_seconds / 60:.1f} min")
+    write_results(args, cells)
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
