@@ -1,0 +1,145 @@
+"""Read a weights file as data, never as code.
+
+``.pth`` (and any zip-based torch file) goes through ``torch.load(weights_only=True)``; Caffe2/Detectron
+``.pkl`` files go through a restricted unpickler that admits only dicts, lists, tuples, strings, numbers
+and numpy arrays. Anything else (a pickle that would import ``os.system`` and call it, say) is refused
+before it is imported, so nothing in the file is executed.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import zipfile
+from typing import Any, Callable, Dict, Tuple
+
+import torch
+
+__all__ = ["WeightsFileError", "UnsafeWeightsError", "read_weights_file"]
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read: missing, truncated, corrupt or of an unknown format."""
+
+
+class UnsafeWeightsError(WeightsFileError):
+    """A weights file whose pickle asks for an object that is not plain data; nothing was executed."""
+
+
+def _numpy_attr(*candidates: str) -> Callable:
+    """The first importable ``module:attr`` of ``candidates`` (numpy 2 moved numpy.core to numpy._core)."""
+    for candidate in candidates:
+        module_name, attr = candidate.split(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"none of {candidates} is importable")
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], Any]:
+    """(module, name) -> object for the globals a numpy-array pickle needs, and nothing else.
+
+    Arrays pickle as ``_reconstruct(ndarray, ...)`` + ``__setstate__`` (protocol <= 4) or
+    ``_frombuffer(buffer, dtype, shape, order)`` (protocol 5); numpy scalars as ``scalar(dtype, bytes)``;
+    protocol 2 from Python 3 writes bytes as ``_codecs.encode(str, 'latin1')``.
+    """
+    import codecs
+    import collections
+
+    import numpy as np
+
+    reconstruct = _numpy_attr("numpy._core.multiarray:_reconstruct", "numpy.core.multiarray:_reconstruct")
+    scalar = _numpy_attr("numpy._core.multiarray:scalar", "numpy.core.multiarray:scalar")
+    frombuffer = _numpy_attr("numpy._core.numeric:_frombuffer", "numpy.core.numeric:_frombuffer")
+    table: Dict[Tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+    }
+    for module in ("numpy.core", "numpy._core"):
+        table[(f"{module}.multiarray", "_reconstruct")] = reconstruct
+        table[(f"{module}.multiarray", "scalar")] = scalar
+        table[(f"{module}.numeric", "_frombuffer")] = frombuffer
+    # dtype subclasses numpy >= 1.25 pickles by class (numpy.dtypes.Float32DType, ...)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            if name.endswith("DType"):
+                table[("numpy.dtypes", name)] = getattr(dtypes, name)
+    return table
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """An Unpickler whose ``find_class`` answers only for numpy's array machinery."""
+
+    def __init__(self, file, path: str):
+        super().__init__(file, encoding="latin1")  # Detectron's pickles come from Python 2
+        self._path = path
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise UnsafeWeightsError(
+                f"{self._path}: refusing to load: the pickle asks for '{module}.{name}', which is not "
+                "data (weights .pkl files may hold only dicts, lists, tuples, strings, numbers and numpy "
+                "arrays); nothing from the file was executed"
+            )
+        return obj
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeWeightsError(
+            f"{self._path}: refusing to load: the pickle references an external object ({pid!r}); "
+            "a .pkl weights file must be self-contained data"
+        )
+
+
+def _load_restricted_pickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        return _DataOnlyUnpickler(f, path).load()
+
+
+def _load_torch(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler refused a global: report it as a refusal, not corruption
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line), "")
+        raise UnsafeWeightsError(
+            f"{path}: refusing to load: torch.load(weights_only=True) rejected it: {detail or first_line}; "
+            "nothing from the file was executed"
+        ) from None
+
+
+def read_weights_file(path: str) -> Any:
+    """Load ``path`` as plain data: torch tensors/dicts for .pth, numpy arrays/dicts for .pkl.
+
+    Raises WeightsFileError (file missing, empty, truncated or corrupt) or UnsafeWeightsError (the file
+    wants to import something other than data), both naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsFileError(f"{path}: no such weights file (check MODEL.WEIGHTS)")
+    if os.path.getsize(path) == 0:
+        raise WeightsFileError(f"{path}: the weights file is empty")
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        if is_zip:
+            return _load_torch(path)
+        data = _load_restricted_pickle(path)
+        if isinstance(data, int) and data == torch.serialization.MAGIC_NUMBER:
+            # torch's legacy (pre-1.6, non-zip) format: a pickled magic number, then the records
+            return _load_torch(path)
+        return data
+    except UnsafeWeightsError:
+        raise
+    except Exception as e:  # truncated / corrupt files raise many types (EOFError, RuntimeError, ...)
+        kind = "torch zip" if is_zip else "pickle"
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        raise WeightsFileError(
+            f"{path}: cannot read the weights file ({kind} format): it looks truncated or corrupt "
+            f"({type(e).__name__}: {detail})"
+        ) from e
