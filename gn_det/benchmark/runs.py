@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
 # Keys under which a metrics.json line may record the number of training processes. The training
 # tools own that file; we read the first of these a run wrote and ask nothing else of it.
 WORLD_SIZE_KEYS = ("world_size", "num_processes", "num_gpus")
+# tools/train_net.py's first log line in OUTPUT_DIR/log.txt (gn_det.engine.default_setup):
+# "Rank 0 of <world size>; command line: <argv>".
+_LOG_LAUNCH = re.compile(r"Rank 0 of (\d+); command line: (.*)$")
 # Keys under which a metrics.json line may record peak memory, with the factor that turns the
 # value into MB (detectron2 logs "max_mem" in MB; CPU runs usually log resident memory).
 PEAK_MEMORY_KEYS = {
@@ -41,6 +46,8 @@ class RunRecord:
     run_dir: str
     name: str
     config: Dict[str, Any]
+    # stem of the config file the run was trained from (matches published numbers); run name if unknown
+    config_name: str = ""
     train_lines: List[Dict[str, Any]] = field(default_factory=list)
     world_size: Optional[int] = None
     # {dataset name: {"bbox": {...}, "segm": {...}}}, in percent, as the evaluator wrote them
@@ -108,6 +115,32 @@ def _world_size(lines: Iterable[Dict[str, Any]]) -> Optional[int]:
     return None
 
 
+def _launch_info(run_dir: str) -> Tuple[Optional[int], Optional[str]]:
+    """(world size, config file) of the first training launch logged in log.txt (eval-only launches skipped)."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None, None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = _LOG_LAUNCH.search(line.rstrip("\n"))
+            if not match:
+                continue
+            try:
+                argv = shlex.split(match.group(2))
+            except ValueError:
+                argv = match.group(2).split()
+            if "--eval-only" in argv:
+                continue
+            config = None
+            for i, arg in enumerate(argv):
+                if arg in ("--config", "--config-file") and i + 1 < len(argv):
+                    config = argv[i + 1]
+                elif arg.startswith(("--config=", "--config-file=")):
+                    config = arg.split("=", 1)[1]
+            return int(match.group(1)), config
+    return None, None
+
+
 def _read_results(run_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
     inference = os.path.join(run_dir, "inference")
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
@@ -129,7 +162,13 @@ def _read_results(run_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
 
 
 def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
-    """Read one run's OUTPUT_DIR. ``name`` defaults to the directory's base name (used to match references)."""
+    """Read one run's OUTPUT_DIR.
+
+    ``name`` (default: the directory's base name) labels the run and, when given, is also the config
+    name published numbers are matched by; otherwise that is the stem of the config file the run's
+    log.txt shows it was trained from. The world size comes from metrics.json if a line records it,
+    else from log.txt's "Rank 0 of N" launch line.
+    """
     config_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(config_path):
         raise RunReadError(
@@ -141,11 +180,15 @@ def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
         raise RunReadError(f"{config_path} does not hold a config mapping")
     metrics_path = os.path.join(run_dir, "metrics.json")
     lines = read_metrics_lines(metrics_path) if os.path.isfile(metrics_path) else []
+    logged_world, config_file = _launch_info(run_dir)
+    run_name = name or os.path.basename(os.path.normpath(run_dir))
+    config_name = name or (os.path.splitext(os.path.basename(config_file))[0] if config_file else run_name)
     return RunRecord(
         run_dir=run_dir,
-        name=name or os.path.basename(os.path.normpath(run_dir)),
+        name=run_name,
         config=config,
+        config_name=config_name,
         train_lines=lines,
-        world_size=_world_size(lines),
+        world_size=_world_size(lines) or logged_world,
         results=_read_results(run_dir),
     )

@@ -148,6 +148,6 @@ def build_ap_table(
     for record in records:
         rows.extend(run_rows(record))
         if references is not None:
-            rows.extend(reference_row(ref) for ref in references_for(record.name, list(references)))
+            rows.extend(reference_row(ref) for ref in references_for(record.config_name or record.name, list(references)))
     columns = AP_COLUMNS + ([SOURCE_COLUMN] if references is not None else [])
     return Table(columns=columns, rows=rows, title=title)

@@ -123,3 +123,17 @@ def test_speed_table_from_bench_step_json(tmp_path, capsys):
     rows = csv_rows(run_tool(["--speed", str(path), "--format", "csv"], capsys))
     assert rows[0]["norm"] == "GN" and float(rows[0]["s/iter"]) == pytest.approx(0.512, abs=1e-9)
     assert rows[1]["peak mem (MB)"] == ""  # not measured for that row
+
+
+def test_world_size_and_config_name_from_train_net_log(tmp_path, capsys):
+    """Without world_size in metrics.json, train_net's log.txt launch line gives it, and the config stem."""
+    run = write_run(tmp_path, "some_dir", norm="GN", ims_per_batch=16, max_iter=270000, times=[0.3],
+                    results=RUN_A_RESULTS)
+    with open(os.path.join(run, "log.txt"), "w") as f:
+        f.write("[11/23 12:00:00 gn_det.engine.defaults]: Rank 0 of 1; command line: tools/train_net.py "
+                "--eval-only --config-file configs/other.yaml MODEL.WEIGHTS x.pth\n")
+        f.write("[11/23 12:00:01 gn_det.engine.defaults]: Rank 0 of 4; command line: tools/train_net.py "
+                "--config-file configs/mask_rcnn_R_50_FPN_3x_gn.yaml --num-gpus 4\n")
+    rows = csv_rows(run_tool([run, "--reference", "--format", "csv"], capsys))
+    assert rows[0]["run"] == "some_dir" and rows[0]["im/GPU"] == "4"  # 16 images / 4 processes
+    assert len(rows) > 1 and all(r["run"] == "mask_rcnn_R_50_FPN_3x_gn (published)" for r in rows[1:])
