@@ -55,8 +55,7 @@ def setup_cfg(args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None) -> int:
     """Build the model, load its weights, measure on the dataset, print and write the analyses."""
     from gn_det.checkpoint import load_weights
-    from gn_det.data import build_detection_test_loader
-    from gn_det.data.coco import register_from_cfg
+    from gn_det.data import build_detection_test_loader, register_from_cfg
     from gn_det.modeling import build_model
 
     args = parse_args(argv)

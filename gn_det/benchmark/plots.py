@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .estimation_shift import ShiftRow  # noqa: E402
 from .sn_importance import BRANCHES, SNShares  # noqa: E402
@@ -46,8 +47,8 @@ def plot_sn_importance(rows: Sequence[SNShares], path: str) -> str:
             ax.set_ylim(0, 1)
             ax.set_xticks([])
             ax.set_title(f"{stage}: {kind} ({len(layers)} layers)", fontsize=9)
-    fig.legend(loc="upper center", ncol=3, frameon=False)
-    fig.suptitle("Switchable Norm importance shares per layer", y=1.02)
+    fig.suptitle("Switchable Norm importance shares per layer", y=1.07)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 1.03), ncol=3, frameon=False)
     return _save(fig, path)
 
 
@@ -63,10 +64,12 @@ def plot_estimation_shift(rows: Sequence[ShiftRow], path: str) -> str:
         ax.plot(x, values, marker="o", markersize=3, linewidth=1)
         ax.set_yscale("log")
         ax.set_ylabel(label, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         previous = None
         for r in rows:
             if r.stage != previous:
-                ax.axvline(r.index - 0.5, color="0.8", linewidth=0.8)
+                if previous is not None:
+                    ax.axvline(r.index - 0.5, color="0.8", linewidth=0.8)
                 if ax is axes[0]:
                     ax.text(r.index, ax.get_ylim()[1], r.stage, fontsize=7, va="bottom", rotation=45)
                 previous = r.stage
