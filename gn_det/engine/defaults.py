@@ -168,7 +168,7 @@ class DefaultTrainer(SimpleTrainer):
                                        cfg.TEST.PRECISE_BN.NUM_ITER))
         if cfg.DATASETS.TEST:
             out.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, unwrap_model(self.model))))
-        out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER))
+        out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         if comm.is_main_process():
             writers = [ConsoleWriter(cfg.SOLVER.MAX_ITER, WRITER_PERIOD),
                        JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),

@@ -45,14 +45,13 @@ class PeriodicCheckpointer(HookBase):
     A run that stops on an error saves nothing more, so the last good checkpoint stays as it was.
     """
 
-    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int):
+    def __init__(self, checkpointer: Checkpointer, period: int):
         self.checkpointer = checkpointer
         self.period = int(period)
-        self.max_iter = int(max_iter)
 
     def after_step(self) -> None:
         it = self.trainer.iter
-        if it + 1 >= self.max_iter:
+        if it + 1 >= self.trainer.max_iter:
             self.checkpointer.save("model_final", it)
         elif self.period > 0 and (it + 1) % self.period == 0:
             self.checkpointer.save(f"model_{it:07d}", it)
