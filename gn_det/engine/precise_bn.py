@@ -19,6 +19,7 @@ def _stat_layers(model: nn.Module) -> List[nn.Module]:
             if isinstance(getattr(m, "running_mean", None), torch.Tensor)
             and isinstance(getattr(m, "running_var", None), torch.Tensor)
             and hasattr(m, "momentum")
+            and not getattr(m, "freeze_stats", False)  # SN fine-tuning mode: statistics stay frozen
             and type(m).__name__ not in ("FrozenBatchNorm2d",)]
 
 

@@ -13,17 +13,14 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from gn_det.layers import is_norm as _layers_is_norm
+
 _TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
 def _is_norm(module: nn.Module) -> bool:
-    """A normalization layer: gn_det.layers.is_norm when the layers engineer provides it, plus torch's norms."""
-    try:
-        from gn_det.layers import is_norm
-    except ImportError:
-        is_norm = None
-    return isinstance(module, _TORCH_NORMS) or bool(is_norm and is_norm(module)) or \
-        type(module).__name__ in ("FrozenBatchNorm2d",)
+    """A normalization layer (gn_det.layers.is_norm: torch's, FrozenBN, SN/SyncSN, GN, ... ; plus torch's)."""
+    return isinstance(module, _TORCH_NORMS) or _layers_is_norm(module)
 
 
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
