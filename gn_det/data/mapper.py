@@ -7,6 +7,7 @@ process loads the sample or on how many there are.
 """
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -32,7 +33,9 @@ def segmentation_to_mask(segm, height: int, width: int) -> np.ndarray:
         rle = {"size": list(segm["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
     else:
         raise ValueError(f"segmentation must be polygons (list of lists) or an RLE dict, got {type(segm)}")
-    return np.ascontiguousarray(mask_util.decode(rle), dtype=np.uint8)
+    with warnings.catch_warnings():  # pycocotools' decode warns about numpy 2's copy keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_util.decode([rle])[:, :, 0], dtype=np.uint8)
 
 
 def annotations_to_target(annotations: List[dict], height: int, width: int, *, mask_on: bool,
