@@ -42,7 +42,7 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
 
     Arrays pickle as ``_reconstruct(ndarray, ...)`` + ``__setstate__`` (protocol <= 4) or
     ``_frombuffer(buffer, dtype, shape, order)`` (protocol 5); numpy scalars as ``scalar(dtype, bytes)``;
-    protocol 2 from Python 3 writes bytes as ``_codecs.encode(str, 'latin1')``.
+    protocol 2 from Python 3 writes bytes as ``_codecs.encode(str, 'latin1')`` (empty ones as ``bytes()``).
     """
     import codecs
     import collections
@@ -58,6 +58,9 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
         ("_codecs", "encode"): codecs.encode,
         ("collections", "OrderedDict"): collections.OrderedDict,
     }
+    for builtins_module in ("builtins", "__builtin__"):  # protocol 2 writes empty bytes as bytes()
+        table[(builtins_module, "bytes")] = bytes
+        table[(builtins_module, "bytearray")] = bytearray
     for module in ("numpy.core", "numpy._core"):
         table[(f"{module}.multiarray", "_reconstruct")] = reconstruct
         table[(f"{module}.multiarray", "scalar")] = scalar

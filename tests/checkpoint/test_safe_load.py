@@ -1,0 +1,102 @@
+"""Weights files are data: code-carrying pickles are refused before anything runs; broken files are
+clear errors naming the file."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from gn_det.checkpoint import UnsafeWeightsError, WeightsFileError, load_weights, read_weights_file
+
+from contract_model import contract_model
+
+
+class _Payload:
+    """Unpickling this runs ``os.system(command)``: the classic malicious pickle."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_malicious_pkl_is_refused_and_does_not_run(tmp_path, protocol):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "R-50.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"conv1_w": np.zeros((2, 3), np.float32), "x": _Payload(f"touch {marker}")}, f, protocol=protocol)
+    with pytest.raises(UnsafeWeightsError) as e:
+        load_weights(contract_model(), str(path))
+    assert str(e.value) == (
+        f"{path}: refusing to load: the pickle asks for '{os.system.__module__}.system', which is not data "
+        "(weights .pkl files may hold only dicts, lists, tuples, strings, numbers and numpy arrays); "
+        "nothing from the file was executed"
+    )
+    assert not marker.exists()
+
+
+def test_malicious_pth_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pth"
+    torch.save({"model": {"backbone.x": torch.zeros(1)}, "evil": _Payload(f"touch {marker}")}, path)
+    with pytest.raises(UnsafeWeightsError, match=rf"^{path}: refusing to load: torch.load\(weights_only=True\) rejected it"):
+        read_weights_file(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_pickles_of_every_protocol_load(tmp_path, protocol):
+    data = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [1, 2.5, "s", (np.float64(3.0),)],
+            "c": np.zeros((0,), np.int64), "d": np.ones((2, 2), np.float64).T}
+    path = tmp_path / "x.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(data, f, protocol=protocol)
+    out = read_weights_file(str(path))
+    np.testing.assert_array_equal(out["a"], data["a"])
+    np.testing.assert_array_equal(out["d"], data["d"])
+    assert out["b"][:3] == [1, 2.5, "s"] and float(out["b"][3][0]) == 3.0
+
+
+def test_python2_latin1_pickle_loads(tmp_path):
+    # Detectron's .pkl files come from Python 2: arrays' raw bytes are py2 str, read back as latin1
+    arr = np.array([1.5, -2.0], np.float32)
+    py2 = (b"\x80\x02}q\x00U\x07conv1_wq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00"
+           b"\x85U\x01b\x87Rq\x04(K\x01K\x02\x85cnumpy\ndtype\nq\x05U\x02f4K\x00K\x01\x87Rq\x06(K\x03U\x01<NNNJ"
+           b"\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x08" + arr.tobytes() + b"tbs.")
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(py2)
+    np.testing.assert_array_equal(read_weights_file(str(path))["conv1_w"], arr)
+
+
+def test_truncated_pkl(tmp_path):
+    path = tmp_path / "R-50.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"conv1_w": np.zeros((64, 3, 7, 7), np.float32)}, f, protocol=2)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(WeightsFileError, match=rf"^{path}: cannot read the weights file \(pickle format\): it looks "
+                                               r"truncated or corrupt \("):
+        read_weights_file(str(path))
+
+
+def test_truncated_pth(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"model": {"backbone.w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(WeightsFileError, match=rf"^{path}: cannot read the weights file .*truncated or corrupt"):
+        read_weights_file(str(path))
+
+
+def test_missing_empty_and_non_dict_files(tmp_path):
+    with pytest.raises(WeightsFileError, match=r"nope.pth: no such weights file \(check MODEL.WEIGHTS\)"):
+        read_weights_file(str(tmp_path / "nope.pth"))
+    (tmp_path / "empty.pkl").write_bytes(b"")
+    with pytest.raises(WeightsFileError, match=r"empty.pkl: the weights file is empty"):
+        read_weights_file(str(tmp_path / "empty.pkl"))
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(WeightsFileError, match=r"list.pth: holds a list, not a dict of tensors"):
+        load_weights(contract_model(), str(tmp_path / "list.pth"))
