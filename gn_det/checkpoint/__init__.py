@@ -4,7 +4,7 @@ safely, with one report; input conventions per weights source. Training checkpoi
 from .conventions import check_input_conventions
 from .converted import ConvertedWeights, DetectedFormat, InputConvention
 from .formats import KNOWN_FORMATS
-from .load import load_weights, read_converted
+from .load import load_converted, load_weights, read_converted
 from .report import LoadReport
 from .safe_load import UnsafeWeightsError, WeightsFileError, read_weights_file
 
@@ -17,6 +17,7 @@ __all__ = [
     "UnsafeWeightsError",
     "WeightsFileError",
     "check_input_conventions",
+    "load_converted",
     "load_weights",
     "read_converted",
     "read_weights_file",

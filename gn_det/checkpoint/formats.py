@@ -55,6 +55,8 @@ def unwrap_checkpoint(raw: Any, path: str) -> Tuple[Dict[str, torch.Tensor], Dic
         if isinstance(raw.get(container), Mapping):
             flat = raw[container]
             meta = {k: v for k, v in raw.items() if isinstance(v, (str, int, float, bool))}
+            if isinstance(raw.get("input_convention"), Mapping):  # written by tools/convert_weights.py
+                meta["input_convention"] = dict(raw["input_convention"])
             meta["container"] = container
             break
     tensors = {str(k): _to_tensor(v) for k, v in flat.items() if isinstance(v, (torch.Tensor, np.ndarray))}
@@ -112,8 +114,15 @@ def _is_sn(keys: List[str], meta: Dict[str, Any]) -> bool:
 
 # ----------------------------------------------------------------------------- converters
 def _convert_ours(flat, meta, path):
+    recorded = meta.get("input_convention")
     config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
-    convention = conv.convention_from_config_file(config) if os.path.isfile(config) else None
+    if recorded:
+        convention = InputConvention(**{**recorded, "pixel_mean": tuple(recorded["pixel_mean"]),
+                                        "pixel_std": tuple(recorded["pixel_std"])})
+    elif os.path.isfile(config):
+        convention = conv.convention_from_config_file(config)
+    else:
+        convention = None
     return ConvertedWeights(dict(flat), {k: k for k in flat}), convention
 
 

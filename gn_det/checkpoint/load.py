@@ -15,7 +15,7 @@ from .safe_load import WeightsFileError, read_weights_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_converted", "load_weights"]
+__all__ = ["read_converted", "load_weights", "load_converted"]
 
 
 def read_converted(path: str) -> Tuple[ConvertedWeights, DetectedFormat]:
@@ -33,6 +33,12 @@ def load_weights(model: nn.Module, path: str, *, verbose: bool = True) -> LoadRe
     """
     path = os.fspath(path)
     weights, fmt = read_converted(path)
+    return load_converted(model, weights, fmt, path, verbose=verbose)
+
+
+def load_converted(model: nn.Module, weights: ConvertedWeights, fmt: DetectedFormat, path: str, *,
+                   verbose: bool = True) -> LoadReport:
+    """The matching and loading half of ``load_weights``, for weights already read and converted."""
     report = LoadReport(path=path, format=fmt, notes=list(weights.notes))
     to_load = match_weights(model, weights, report)
     if not to_load:

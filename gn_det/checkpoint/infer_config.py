@@ -1,0 +1,63 @@
+"""Guess the model config a converted checkpoint fits (depth, norms, heads, classes), for tools that
+must build a model from a weights file alone (tools/convert_weights.py without --config-file)."""
+from __future__ import annotations
+
+import re
+from typing import List, Optional
+
+from .converted import BN, BN_FOLDED, GN, SN, ConvertedWeights, DetectedFormat
+from .matching import checkpoint_norm_kind
+
+_KIND_TO_NORM = {BN: "FrozenBN", BN_FOLDED: "FrozenBN", GN: "GN", SN: "SN"}
+_DEPTHS = {(True, 6): 50, (True, 23): 101, (True, 36): 152, (False, 6): 34, (False, 2): 18}
+
+
+def _norm_of(weights: ConvertedWeights, module: str) -> Optional[str]:
+    leaves = {k[len(module) + 1:] for k in weights.tensors if k.startswith(module + ".")}
+    if not leaves:
+        return None
+    return _KIND_TO_NORM[weights.norm_kinds.get(module) or checkpoint_norm_kind(leaves)]
+
+
+def _count(weights: ConvertedWeights, pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for k in weights.tensors for m in [regex.match(k)] if m})
+
+
+def infer_cfg_overrides(weights: ConvertedWeights, fmt: DetectedFormat) -> List[str]:
+    """``KEY VALUE`` overrides (for ``cfg.merge_from_list``) describing the architecture in ``weights``."""
+    t, bu = weights.tensors, "backbone.bottom_up."
+    out: List[str] = []
+    res4 = _count(weights, rf"^{re.escape(bu)}res4\.(\d+)\.conv1\.weight$")
+    bottleneck = any(k.startswith(f"{bu}res2.0.conv3.") for k in t)
+    if (bottleneck, res4) in _DEPTHS:
+        out += ["MODEL.RESNETS.DEPTH", _DEPTHS[(bottleneck, res4)]]
+        if not bottleneck:
+            out += ["MODEL.RESNETS.RES2_OUT_CHANNELS", 64]
+    if f"{bu}res2.0.conv2.weight" in t and bottleneck:
+        width = t[f"{bu}res2.0.conv2.weight"]
+        groups = width.shape[0] // width.shape[1]
+        if groups > 1:
+            out += ["MODEL.RESNETS.NUM_GROUPS", groups, "MODEL.RESNETS.WIDTH_PER_GROUP", width.shape[0] // groups]
+    for key, module in (("MODEL.RESNETS.NORM", f"{bu}stem.conv1.norm"), ("MODEL.FPN.NORM", "backbone.fpn_lateral2.norm"),
+                        ("MODEL.ROI_BOX_HEAD.NORM", "roi_heads.box_head.conv1.norm"),
+                        ("MODEL.ROI_MASK_HEAD.NORM", "roi_heads.mask_head.mask_fcn1.norm")):
+        norm = _norm_of(weights, module)
+        if norm is not None:
+            out += [key, norm]
+    num_conv = _count(weights, r"^roi_heads\.box_head\.conv(\d+)\.weight$")
+    num_fc = _count(weights, r"^roi_heads\.box_head\.fc(\d+)\.weight$")
+    if num_conv or num_fc:
+        out += ["MODEL.ROI_BOX_HEAD.NUM_CONV", num_conv, "MODEL.ROI_BOX_HEAD.NUM_FC", num_fc]
+    cls = t.get("roi_heads.box_predictor.cls_score.weight")
+    if cls is not None:
+        out += ["MODEL.ROI_HEADS.NUM_CLASSES", cls.shape[0] - 1]
+    if any(k.startswith("roi_heads.mask_") for k in t):
+        out += ["MODEL.MASK_ON", True,
+                "MODEL.ROI_MASK_HEAD.NUM_CONV", _count(weights, r"^roi_heads\.mask_head\.mask_fcn(\d+)\.weight$")]
+    convention = fmt.convention
+    if convention is not None and convention.stride_in_1x1 is not None:
+        out += ["MODEL.RESNETS.STRIDE_IN_1X1", convention.stride_in_1x1, "INPUT.FORMAT", convention.input_format,
+                "MODEL.PIXEL_MEAN", list(convention.pixel_mean), "MODEL.PIXEL_STD", list(convention.pixel_std)]
+    return out
+
