@@ -21,11 +21,11 @@ import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from ..coco import load_coco_json
+from ..mapper import segmentation_to_mask
 
 __all__ = ["CATEGORIES", "DEFAULTS", "mask_to_polygons", "render_image", "generate_shapes_dataset",
            "ensure_shapes_dataset", "register_shapes", "is_complete", "main"]
@@ -151,7 +151,7 @@ def _place_shapes(rng: np.random.Generator, size: int) -> Optional[List[dict]]:
         s["polygons"] = mask_to_polygons(s["visible"])
         if s["polygons"] is None:
             return None
-        decoded = mask_util.decode(mask_util.merge(mask_util.frPyObjects(s["polygons"], size, size)))
+        decoded = segmentation_to_mask(s["polygons"], size, size)
         if not np.array_equal(decoded.astype(bool), s["visible"]):
             return None
     return shapes
