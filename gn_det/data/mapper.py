@@ -14,6 +14,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from .serialize import SerializedList
 from .image_io import check_image_size, image_to_tensor, read_image
 from .transforms import hflip
 
@@ -106,10 +107,12 @@ class DatasetMapper:
 
 class MappedDataset(torch.utils.data.Dataset):
     """Map-style dataset indexed by `(dataset index, global position)` pairs from the training
-    batch sampler (position keys the flip RNG), or by a plain index for inference."""
+    batch sampler (position keys the flip RNG), or by a plain index for inference. The dicts are
+    kept serialized so worker processes do not slowly copy them."""
 
     def __init__(self, dataset_dicts: List[dict], mapper: DatasetMapper, seed: Optional[int] = None) -> None:
-        self.dataset_dicts, self.mapper, self.seed = dataset_dicts, mapper, seed
+        self.dataset_dicts = SerializedList(dataset_dicts)
+        self.mapper, self.seed = mapper, seed
 
     def __len__(self) -> int:
         return len(self.dataset_dicts)

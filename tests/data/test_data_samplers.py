@@ -142,3 +142,15 @@ def test_loader_aspect_grouping_mixed_sizes(tmp_path, coco_writer, unique_name, 
         assert len({im.shape[2] > im.shape[1] for im, _ in b}) == 1
         for im, t in b:
             assert t["masks"].shape[1:] == im.shape[1:]
+
+
+def test_serialized_list_round_trip():
+    from gn_det.data.serialize import SerializedList
+    items = [{"file_name": f"{i}.png", "annotations": [{"bbox": [i, 0.5, 2, 3]}] * i} for i in range(5)]
+    ser = SerializedList(items)
+    assert len(ser) == 5 and [ser[i] for i in range(5)] == items and ser[-1] == items[-1]
+    ser[0]["file_name"] = "changed"
+    assert ser[0]["file_name"] == "0.png"  # items are copies
+    with pytest.raises(IndexError, match="index 5 out of range for 5 items"):
+        ser[5]
+    assert len(SerializedList([])) == 0

@@ -131,3 +131,21 @@ def test_command_line(tmp_path, capsys):
     assert shapes.main(args[:3] + ["1", "--size", "48", "--overwrite"]) == 0
     assert sorted(os.listdir(os.path.join(out, "train"))) == ["000000.png"]
     assert sorted(os.listdir(tmp_path)) == ["cli"]  # the replaced dataset is gone, no temporaries
+
+
+def test_ensure_loses_race_cleanly(tmp_path, monkeypatch):
+    """Another process finishes the dataset while this one is writing: its copy is kept."""
+    root = str(tmp_path / "race")
+    real, state = shapes._write_split, {"other_done": False}
+
+    def write(out, split, *args):
+        if split == "val" and not state["other_done"]:
+            state["other_done"] = True
+            generate_shapes_dataset(root, num_train=2, num_val=1, size=48, seed=99)  # the "other process"
+        return real(out, split, *args)
+
+    monkeypatch.setattr(shapes, "_write_split", write)
+    assert ensure_shapes_dataset(root, num_train=2, num_val=1, size=48, seed=1) == root
+    with open(os.path.join(root, "annotations", "instances_train.json")) as f:
+        assert json.load(f)["info"]["seed"] == 99
+    assert sorted(os.listdir(tmp_path)) == ["race"]

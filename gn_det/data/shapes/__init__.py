@@ -221,7 +221,7 @@ def generate_shapes_dataset(out: str, num_train: int = DEFAULTS["num_train"], nu
         for split, n in (("train", num_train), ("val", num_val)):
             _write_split(tmp, split, n, size, seed)
         os.chmod(tmp, 0o755)
-        _move_into_place(tmp, out)
+        _move_into_place(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -229,10 +229,11 @@ def generate_shapes_dataset(out: str, num_train: int = DEFAULTS["num_train"], nu
     return out
 
 
-def _move_into_place(tmp: str, out: str) -> None:
-    """Rename tmp to out; an existing out is set aside first and removed after."""
+def _move_into_place(tmp: str, out: str, overwrite: bool) -> None:
+    """Rename tmp to out. With overwrite, an existing out is set aside first and removed after;
+    without, the rename fails if another process created out meanwhile (its dataset is kept)."""
     old = None
-    if os.path.exists(out):
+    if os.path.exists(out) and overwrite:
         if os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
         else:
