@@ -64,7 +64,7 @@ class RunRecord:
 
     def median_iter_time(self) -> Optional[float]:
         """Median seconds per training iteration over the metrics.json lines that carry "time"."""
-        times = [_as_float(line.get("time")) for line in self.train_lines]
+        times = [as_float(line.get("time")) for line in self.train_lines]
         times = [t for t in times if t is not None]
         return statistics.median(times) if times else None
 
@@ -73,13 +73,13 @@ class RunRecord:
         best: Optional[float] = None
         for line in self.train_lines:
             for key, to_mb in PEAK_MEMORY_KEYS.items():
-                value = _as_float(line.get(key))
+                value = as_float(line.get(key))
                 if value is not None:
                     best = value * to_mb if best is None else max(best, value * to_mb)
         return best
 
 
-def _as_float(value: Any) -> Optional[float]:
+def as_float(value: Any) -> Optional[float]:
     """``value`` as a finite float, or None (missing, non-numeric, NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from .formatting import Column, Table
-from .runs import RunRecord, load_run
+from .runs import RunRecord, as_float, load_run
 from .tables import describe_norms
 
 # Recipes in the order the table and plot show them; file stems in configs/tiny/sweep/.
@@ -176,7 +176,7 @@ def sweep_rows(cells: Sequence[SweepCell], wall_times: Optional[Dict[str, float]
                 for task, prefix in (("bbox", "box"), ("segm", "mask")):
                     for metric in ("AP", "AP50", "AP75"):
                         value = result.get(task, {}).get(metric)
-                        row[f"{prefix}_{metric}"] = float(value) if isinstance(value, (int, float)) else None
+                        row[f"{prefix}_{metric}"] = as_float(value)
         row["wall_s"] = (wall_times or {}).get(cell.name)
         rows.append(row)
     return rows

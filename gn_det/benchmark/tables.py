@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .formatting import Column, Table
 from .reference import ReferenceRow, references_for
-from .runs import RunRecord
+from .runs import RunRecord, as_float
 
 # detectron2's 1x schedule: 90k iterations at 16 images (MODEL_ZOO.md "Common Settings").
 ONE_X_IMAGES = 90000 * 16
@@ -125,7 +125,7 @@ def run_rows(record: RunRecord) -> List[Dict[str, Any]]:
         for task, prefix in (("bbox", "box"), ("segm", "mask")):
             for metric in ("AP", "AP50", "AP75"):
                 value = result.get(task, {}).get(metric)
-                row[f"{prefix}_{metric}"] = float(value) if isinstance(value, (int, float)) else None
+                row[f"{prefix}_{metric}"] = as_float(value)
         rows.append(row)
     return rows
 

@@ -137,3 +137,11 @@ def test_world_size_and_config_name_from_train_net_log(tmp_path, capsys):
     rows = csv_rows(run_tool([run, "--reference", "--format", "csv"], capsys))
     assert rows[0]["run"] == "some_dir" and rows[0]["im/GPU"] == "4"  # 16 images / 4 processes
     assert len(rows) > 1 and all(r["run"] == "mask_rcnn_R_50_FPN_3x_gn (published)" for r in rows[1:])
+
+
+def test_null_and_nan_metrics_are_missing(tmp_path, capsys):
+    """An evaluation without predictions writes null (or NaN) APs: shown as missing, never as 0 or nan."""
+    results = {"bbox": {"AP": None, "AP50": float("nan"), "AP75": 3.5}, "segm": {"AP": None}}
+    run = write_run(tmp_path, "empty", norm="GN", ims_per_batch=2, max_iter=20, times=[0.3], results=results)
+    (row,) = csv_rows(run_tool([run, "--format", "csv"], capsys))
+    assert (row["box AP"], row["box AP50"], row["box AP75"], row["mask AP"], row["mask AP75"]) == ("", "", "3.5", "", "")
