@@ -1,0 +1,129 @@
+"""Milliseconds per forward+backward of every registered norm on detection-shaped activations.
+
+Prints one table per device (CPU with --threads threads; CUDA too when present): per shape the
+median time over --repeat runs and the ratio to GroupNorm measured in the same run. Targets
+(issue 3): SN <= 1.5x GN, FrozenBN <= 1.0x GN, SyncBN (one process) within 1.1x of BN.
+
+    python benchmarks/bench_norms.py                       # all four shapes, 5 repeats
+    python benchmarks/bench_norms.py --repeat 2 --shapes 1x256x64x80
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+
+# Activation shapes of a Mask R-CNN step at 800x1333 input with 2 images (issue 3):
+# res2 at stride 4 and P2/FPN at stride 4, res4 at stride 16, one image's FPN level, the stem output.
+DEFAULT_SHAPES = "2x256x200x336,2x1024x50x84,1x256x128x160,2x64x400x672"
+Shape = Tuple[int, int, int, int]
+
+
+def parse_shapes(text: str) -> List[Shape]:
+    """"2x256x200x336,1x64x32x32" -> [(2, 256, 200, 336), (1, 64, 32, 32)]."""
+    shapes = []
+    for item in text.split(","):
+        dims = tuple(int(d) for d in item.strip().lower().split("x"))
+        if len(dims) != 4 or min(dims) <= 0:
+            raise argparse.ArgumentTypeError(f"--shapes entries must be NxCxHxW with positive sizes, got {item!r}")
+        shapes.append(dims)
+    return shapes
+
+
+def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat: int, warmup: int) -> Dict[str, float]:
+    """Median milliseconds of ``y = norm(x); y.backward(dy)`` in training mode, per norm.
+
+    The norms take turns within each round (in a rotating order), so drift in machine load hits
+    every norm alike and the ratios to GN stay meaningful on a shared machine.
+    """
+    norms = {name: get_norm(name, shape[1], NormOptions()).to(device).train() for name in names}
+    x = torch.randn(shape, device=device, requires_grad=True)
+    dy = torch.randn(shape, device=device)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for i in range(warmup + repeat):
+        order = list(names[i % len(names):]) + list(names[: i % len(names)])
+        for name in order:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            norms[name](x).backward(dy)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+            x.grad = None
+            norms[name].zero_grad(set_to_none=True)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run_table(names: Sequence[str], shapes: Sequence[Shape], device: torch.device, repeat: int, warmup: int) -> str:
+    """The formatted table for one device: rows are norms, columns shapes ("ms (ratio to GN)")."""
+    results: Dict[Tuple[str, Shape], float] = {}
+    for shape in shapes:
+        for name, ms in time_norms(names, shape, device, repeat, warmup).items():
+            results[name, shape] = ms
+    headers = ["norm"] + ["x".join(map(str, s)) for s in shapes]
+    rows = [headers]
+    for name in names:
+        cells = [name]
+        for shape in shapes:
+            ms, gn = results[name, shape], results["GN", shape]
+            cells.append(f"{ms:8.1f} ms ({ms / gn:4.2f}x)")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def init_single_process_group() -> None:
+    """A one-process gloo group, so SyncBN/SyncSN take their real 'world size 1' path."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES),
+                        help=f"comma-separated NxCxHxW (default {DEFAULT_SHAPES})")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per cell before timing")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--norms", default="", help="comma-separated names (default: all registered)")
+    parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even if a GPU is present")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
+    names = [n for n in args.norms.split(",") if n] or NORM_REGISTRY.names()
+    unknown = sorted(set(names) - set(NORM_REGISTRY.names()))
+    if unknown:
+        parser.error(f"--norms: unknown {unknown}; registered: {', '.join(NORM_REGISTRY.names())}")
+    if "GN" not in names:
+        names = ["GN"] + names  # the reference column
+    torch.set_num_threads(args.threads)
+    init_single_process_group()
+    try:
+        devices = [torch.device("cpu")]
+        if torch.cuda.is_available() and not args.no_cuda:
+            devices.append(torch.device("cuda"))
+        for device in devices:
+            where = f"CPU, {args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name()
+            print(f"\nms per forward+backward (median of {args.repeat}), ratio to GN in parentheses; {where}; "
+                  f"torch {torch.__version__}")
+            print(run_table(names, args.shapes, device, args.repeat, args.warmup), flush=True)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
