@@ -139,7 +139,9 @@ class DefaultTrainer(SimpleTrainer):
         self.cfg = cfg
         rank, world = comm.get_rank(), comm.get_world_size()
         model = build_model(cfg)
-        logger.info("Model:\n%s", model)
+        logger.info("Model: %s with %.2fM parameters (%.2fM trainable)", type(model).__name__,
+                    sum(p.numel() for p in model.parameters()) / 1e6,
+                    sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
         optimizer = build_optimizer(cfg, model)
         loader = build_detection_train_loader(cfg, rank=rank, world_size=world, start_iter=0)
         if world > 1:

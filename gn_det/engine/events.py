@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import logging
 import os
 import resource
@@ -75,7 +76,9 @@ class JSONWriter:
             if it > self._last_written:
                 by_iter[it][name] = value
         for it in sorted(by_iter):
-            self._file.write(json.dumps({"iteration": it, **by_iter[it]}, sort_keys=True) + "\n")
+            # NaN (e.g. AP of an area range with no objects) as null: every line stays strict JSON.
+            row = {k: (None if math.isnan(v) else v) for k, v in by_iter[it].items()}
+            self._file.write(json.dumps({"iteration": it, **row}, sort_keys=True) + "\n")
         if by_iter:
             self._last_written = max(by_iter)
         self._file.flush()
@@ -117,6 +120,7 @@ class ConsoleWriter:
         self.max_iter = max_iter
         self.window = window
         self._last: Optional[Tuple[int, float]] = None
+        self._printed = -1
 
     def _eta(self, storage: EventStorage, it: int) -> str:
         now = time.perf_counter()
@@ -133,6 +137,9 @@ class ConsoleWriter:
         if "time" not in latest:
             return
         it = latest["time"][1]
+        if it == self._printed:
+            return
+        self._printed = it
         losses = "  ".join(f"{k}: {storage.median(k, self.window):.4g}" for k in sorted(latest)
                            if k.startswith("loss") or k == "total_loss")
         lr = latest.get("lr", (float("nan"), 0))[0]

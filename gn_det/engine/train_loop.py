@@ -136,16 +136,22 @@ class SimpleTrainer(TrainerBase):
                            "training in float32.", self.device.type)
         self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
 
-    @property
-    def data_iter(self) -> Iterator:
-        if self._data_iter is None:
-            self._data_iter = iter(self.data_loader)
-        return self._data_iter
+    def _next_batch(self):
+        """The next batch. The first call creates the loader's iterator, for which torch's DataLoader
+        draws a base seed from the global RNG: that draw is kept out of the training RNG stream, so a
+        resumed run (which starts its iterator at another iteration) repeats an unbroken run exactly."""
+        if self._data_iter is not None:
+            return next(self._data_iter)
+        state = torch.get_rng_state()
+        self._data_iter = iter(self.data_loader)
+        batch = next(self._data_iter)
+        torch.set_rng_state(state)
+        return batch
 
     def run_step(self) -> None:
         assert self.model.training, "SimpleTrainer: the model was left in eval mode"
         start = time.perf_counter()
-        batch = next(self.data_iter)
+        batch = self._next_batch()
         data_time = time.perf_counter() - start
         images = [img.to(self.device, non_blocking=True) for img, _ in batch]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for _, t in batch]

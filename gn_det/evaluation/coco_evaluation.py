@@ -144,10 +144,10 @@ def evaluate_predictions(coco_gt: COCO, predictions: List[dict], iou_type: str,
     ev = COCOeval(coco_gt, coco_dt, iou_type)
     if img_ids is not None:
         ev.params.imgIds = sorted(set(int(i) for i in img_ids))
+    _quiet(ev.evaluate)
+    _quiet(ev.accumulate)
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
-        ev.evaluate()
-        ev.accumulate()
         ev.summarize()
     logger.info("COCOeval %s:\n%s", iou_type, summary.getvalue().rstrip())
     # COCOeval's -1 means "no ground truth in this area range": NaN, as detectron2 reports it.
