@@ -64,8 +64,7 @@ def main(argv=None) -> int:
     cfg.freeze()
     model = build_model(cfg)
     report = load_converted(model, weights, fmt, args.input)
-    for message in check_input_conventions(cfg, fmt):
-        print(f"WARNING: {message}", file=sys.stderr)
+    check_input_conventions(cfg, fmt)  # logs a warning per disagreeing key (only with --config-file / overrides)
     state = model.state_dict()
     out = {"model": {k: state[k].detach().clone() for k in report.matched}, "converted_from": os.path.abspath(args.input)}
     if fmt.convention is not None:
