@@ -10,7 +10,7 @@ import torch
 from gn_det.checkpoint import WeightsFileError, load_weights
 
 from contract_model import contract_model
-from writers import (BU, to_detectron2, to_fair_gn_pkl_blobs, to_msra_pkl_blobs, to_sn_authors, to_torchvision,
+from writers import (BU, to_detectron2, to_detectron_c2_detector_blobs, to_fair_gn_pkl_blobs, to_msra_pkl_blobs, to_sn_authors, to_torchvision,
                      write_pickle)
 
 
@@ -179,3 +179,17 @@ def test_nothing_fits_is_an_error(tmp_path):
     torch.save({"roi_heads.keypoint_head.conv1.weight": torch.zeros(2)}, tmp_path / "kp.pth")
     with pytest.raises(WeightsFileError, match="none of its 1 tensors fits the model"):
         load_weights(contract_model(), str(tmp_path / "kp.pth"), verbose=False)
+
+
+def test_detectron_c2_detector_pkl(tmp_path):
+    src = randomized(contract_model(norm="FrozenBN", num_classes=3))
+    eps = src.backbone.bottom_up.stem.conv1.norm.eps
+    write_pickle(tmp_path / "model_final.pkl", {"blobs": to_detectron_c2_detector_blobs(src.state_dict(), eps),
+                                                "cfg": "MODEL: {TYPE: generalized_rcnn}"})
+    dst = contract_model(norm="FrozenBN", num_classes=3)
+    report = load_weights(dst, str(tmp_path / "model_final.pkl"), verbose=False)
+    assert report.format.name == "detectron-c2-detector"
+    assert not report.missing and not report.skipped_predictors and not report.shape_mismatched
+    assert sorted(report.unexpected) == ["fc1000_b", "fc1000_w"]
+    norms = ".norm."
+    assert_same(src, dst, [k for k in src.state_dict() if norms not in k])  # heads already torchvision-ordered

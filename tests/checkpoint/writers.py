@@ -133,3 +133,34 @@ def to_detectron2(sd) -> Dict[str, torch.Tensor]:
 def write_pickle(path, obj, protocol=2):
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=protocol)
+
+
+def to_detectron_c2_detector_blobs(sd, eps: float) -> Dict[str, np.ndarray]:
+    """Detectron (Caffe2) FPN Mask R-CNN blobs: the MSRA backbone blobs plus fpn_inner_res{k}_{i}_sum[_lateral],
+    fpn_res{k}_{i}_sum, conv_rpn_fpn2 / rpn_cls_logits_fpn2 / rpn_bbox_pred_fpn2, fc6 / fc7, cls_score /
+    bbox_pred (background first, (K+1)*4), _[mask]_fcn{n}, conv5_mask, mask_fcn_logits (K+1), *_momentum."""
+    blobs = to_msra_pkl_blobs(sd, eps)
+    last_block = {s: max(int(k.split(".")[1]) for k in bottom_up_only(sd) if k.startswith(f"res{s}."))
+                  for s in range(2, 6)}
+    heads = {"rpn.head.conv": "conv_rpn_fpn2", "rpn.head.cls_logits": "rpn_cls_logits_fpn2",
+             "rpn.head.bbox_pred": "rpn_bbox_pred_fpn2", "roi_heads.box_head.fc1": "fc6",
+             "roi_heads.box_head.fc2": "fc7", "roi_heads.box_predictor.cls_score": "cls_score",
+             "roi_heads.box_predictor.bbox_pred": "bbox_pred", "roi_heads.mask_predictor.deconv": "conv5_mask",
+             "roi_heads.mask_predictor.predictor": "mask_fcn_logits"}
+    for k, v in sd.items():
+        module, param = k.rsplit(".", 1)
+        if k.startswith(BU):
+            continue  # the backbone blobs are MSRA's, above
+        suffix = {"weight": "_w", "bias": "_b"}[param]
+        m = re.match(r"^backbone\.fpn_(lateral|output)(\d)$", module)
+        if m:
+            stage = int(m[2])
+            lateral = "_lateral" if m[1] == "lateral" and stage < 5 else ""
+            inner = "inner_" if m[1] == "lateral" else ""
+            blobs[f"fpn_{inner}res{stage}_{last_block[stage]}_sum{lateral}{suffix}"] = _np(v)
+        elif module in heads:
+            blobs[heads[module] + suffix] = _np(v)
+        elif module.startswith("roi_heads.mask_head.mask_fcn"):
+            blobs[f"_[mask]_fcn{module[-1]}{suffix}"] = _np(v)
+    blobs["fc6_w_momentum"] = np.zeros_like(blobs["fc6_w"])  # SGD state Detectron saves with the blobs
+    return blobs
