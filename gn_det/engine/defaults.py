@@ -21,7 +21,7 @@ from gn_det.evaluation.file_io import atomic_write_text
 
 from . import hooks
 from .events import ConsoleWriter, JSONWriter, TensorboardWriter
-from .launch import get_local_rank
+from .distributed import wrap_data_parallel
 from .solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from .train_loop import SimpleTrainer
 
@@ -144,11 +144,9 @@ class DefaultTrainer(SimpleTrainer):
                     sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
         optimizer = build_optimizer(cfg, model)
         loader = build_detection_train_loader(cfg, rank=rank, world_size=world, start_iter=0)
-        if world > 1:
-            device_ids = [get_local_rank()] if next(model.parameters()).is_cuda else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        model, grad_sync = wrap_data_parallel(model)
         super().__init__(model, loader, optimizer, clip_gradients=build_gradient_clipper(cfg),
-                         amp=cfg.SOLVER.AMP.ENABLED)
+                         amp=cfg.SOLVER.AMP.ENABLED, grad_sync=grad_sync)
         self.scheduler = build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=self.scheduler,
                                          sampler=loader, grad_scaler=self.grad_scaler)

@@ -122,13 +122,14 @@ class SimpleTrainer(TrainerBase):
     """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 *, clip_gradients=None, amp: bool = False):
+                 *, clip_gradients=None, amp: bool = False, grad_sync=None):
         super().__init__()
         self.model = model
         self.data_loader = data_loader
         self._data_iter: Optional[Iterator] = None
         self.optimizer = optimizer
         self.clip_gradients = clip_gradients
+        self.grad_sync = grad_sync  # averages gradients over processes when DDP is not used (CPU)
         self.device = next(model.parameters()).device
         self.amp = bool(amp and self.device.type == "cuda")
         if amp and not self.amp:
@@ -166,16 +167,22 @@ class SimpleTrainer(TrainerBase):
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
+            self._sync()
             self.grad_scaler.unscale_(self.optimizer)
             self._clip()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             losses.backward()
+            self._sync()
             self._clip()
             self.optimizer.step()
         self.storage.put_scalars(**metrics, data_time=data_time, time=time.perf_counter() - start,
                                  peak_mem_mb=peak_memory_mb())
+
+    def _sync(self) -> None:
+        if self.grad_sync is not None:
+            self.grad_sync()
 
     def _clip(self) -> None:
         if self.clip_gradients is not None:
