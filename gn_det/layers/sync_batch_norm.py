@@ -45,7 +45,8 @@ class _SyncBatchNormCPU(torch.autograd.Function):
         ctx.group, ctx.count = group, count
         if count_local == 0:
             return torch.empty_like(x)
-        return channel_affine(x3, mean, var, weight, bias, eps).view_as(x)
+        # A fresh 4-d output, not a view: callers may apply in-place ops (F.relu_) to it.
+        return channel_affine(x3.view_as(x), mean, var, weight, bias, eps)
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> Tuple[Optional[Tensor], ...]:
