@@ -12,7 +12,8 @@ BOTTOM_UP = "backbone.bottom_up."
 BN = "BN"  # affine + running statistics (BN, SyncBN, FrozenBN, torchvision's bn*)
 BN_FOLDED = "BN-folded"  # Caffe2 AffineChannel: BN folded into a scale/bias pair (MSRA R-50.pkl)
 GN = "GN"  # affine only (GN, and its LN/IN extremes)
-SN = "SN"  # affine + mean_weight/var_weight importance + BN-branch running statistics
+SN = "SN"  # affine + mean_weight/var_weight importance (IN, LN, BN) + BN-branch running statistics
+SN_NO_BN = "SN without BN branch"  # batch-free SN: importance over (IN, LN) only, no statistics
 
 
 @dataclass(frozen=True)

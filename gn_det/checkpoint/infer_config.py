@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
-from .converted import BN, BN_FOLDED, GN, SN, ConvertedWeights, DetectedFormat
+from .converted import BN, BN_FOLDED, GN, SN, SN_NO_BN, ConvertedWeights, DetectedFormat
 from .matching import checkpoint_norm_kind
 
-_KIND_TO_NORM = {BN: "FrozenBN", BN_FOLDED: "FrozenBN", GN: "GN", SN: "SN"}
+_KIND_TO_NORM = {BN: "FrozenBN", BN_FOLDED: "FrozenBN", GN: "GN", SN: "SN", SN_NO_BN: "SN"}
 _DEPTHS = {(True, 6): 50, (True, 23): 101, (True, 36): 152, (False, 6): 34, (False, 2): 18}
 
 

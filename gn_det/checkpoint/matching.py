@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Set
 import torch
 from torch import nn
 
-from .converted import BN, BN_FOLDED, GN, SN, ConvertedWeights
+from .converted import BN, BN_FOLDED, GN, SN, SN_NO_BN, ConvertedWeights
 from .report import LoadReport, NormMismatch
 
 PREDICTOR_MODULES = (
@@ -26,14 +26,14 @@ PREDICTOR_MODULES = (
     "roi_heads.box_predictor.bbox_pred",
     "roi_heads.mask_predictor.predictor",
 )
-_COMPATIBLE = {BN: {BN, BN_FOLDED}, GN: {GN}, SN: {SN}}
+_COMPATIBLE = {BN: {BN, BN_FOLDED}, GN: {GN}, SN: {SN}, SN_NO_BN: {SN_NO_BN}}
 _BOOKKEEPING = ("num_batches_tracked",)
 
 
 def model_norm_kind(module: nn.Module) -> Optional[str]:
     """BN / GN / SN for a norm module (by type and state), None for anything else."""
     if hasattr(module, "mean_weight") and hasattr(module, "var_weight"):
-        return SN
+        return SN if getattr(module, "running_mean", None) is not None else SN_NO_BN
     if isinstance(module, nn.GroupNorm):
         return GN
     if isinstance(module, nn.modules.batchnorm._NormBase) or "BatchNorm" in type(module).__name__:
@@ -47,7 +47,7 @@ def model_norm_kind(module: nn.Module) -> Optional[str]:
 def checkpoint_norm_kind(leaves: Set[str]) -> str:
     """Kind of a checkpoint norm from its tensor names (converters override Caffe2's folded BN)."""
     if "mean_weight" in leaves or "var_weight" in leaves:
-        return SN
+        return SN if "running_mean" in leaves else SN_NO_BN
     if "running_mean" in leaves or "running_var" in leaves:
         return BN
     return GN

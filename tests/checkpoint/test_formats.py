@@ -193,3 +193,20 @@ def test_detectron_c2_detector_pkl(tmp_path):
     assert sorted(report.unexpected) == ["fc1000_b", "fc1000_w"]
     norms = ".norm."
     assert_same(src, dst, [k for k in src.state_dict() if norms not in k])  # heads already torchvision-ordered
+
+
+def test_sn_with_bn_branch_into_batch_free_sn_is_a_norm_mismatch(tmp_path):
+    from gn_det.layers import NORM_REGISTRY, NormOptions
+
+    src = randomized(contract_model(norm="SN"))
+    torch.save(to_sn_authors(src.state_dict()), tmp_path / "sn.pth")
+    dst = contract_model(norm="SN")
+    for name, module in list(dst.named_modules()):
+        if name.endswith(".norm"):  # batch-free SN (MODEL.SN.USE_BN False): importance over IN and LN only
+            parent, _, leaf = name.rpartition(".")
+            free = NORM_REGISTRY.get("SN")(module.weight.numel(), NormOptions(sn_use_bn=False))
+            setattr(dst.get_submodule(parent), leaf, free)
+    report = load_weights(dst, str(tmp_path / "sn.pth"), verbose=False)
+    assert {(m.checkpoint_kind, m.model_kind) for m in report.norm_mismatches} == {("SN", "SN without BN branch")}
+    assert len(report.norm_mismatches) == 17 and not report.shape_mismatched
+    assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
