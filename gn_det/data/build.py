@@ -64,7 +64,8 @@ def resolve_seed(cfg, world_size: int) -> int:
         if not (dist.is_available() and dist.is_initialized()):
             raise ValueError("SEED < 0 (random) needs an initialized process group to share the seed "
                              f"across {world_size} processes; set SEED to a value >= 0")
-        shared = torch.tensor([seed], dtype=torch.int64)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        shared = torch.tensor([seed], dtype=torch.int64, device=device)
         dist.broadcast(shared, src=0)
         seed = int(shared.item())
     logger.info(f"Data loader seed: {seed} (SEED < 0 drew it at random)")

@@ -1,6 +1,7 @@
 """Training sampler and loaders: determinism, sharding, resume equality, aspect grouping,
 worker independence; inference shards."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -154,3 +155,21 @@ def test_serialized_list_round_trip():
     with pytest.raises(IndexError, match="index 5 out of range for 5 items"):
         ser[5]
     assert len(SerializedList([])) == 0
+
+
+def test_random_seed_shared_through_process_group(tmp_path, small_cfg):
+    import torch.distributed as dist
+    from gn_det.data import resolve_seed
+    small_cfg.SEED = -1
+    with pytest.raises(ValueError, match=re.escape(
+            "SEED < 0 (random) needs an initialized process group to share the seed across 2 processes; "
+            "set SEED to a value >= 0")):
+        resolve_seed(small_cfg, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        seed = resolve_seed(small_cfg, world_size=2)  # the broadcast path (a group of one here)
+        assert 0 <= seed < 2 ** 31
+    finally:
+        dist.destroy_process_group()
+    small_cfg.SEED = 5
+    assert resolve_seed(small_cfg, world_size=2) == 5
