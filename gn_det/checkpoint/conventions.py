@@ -8,6 +8,9 @@ Sources of the numbers:
   keeps the base's BGR mean/std 1) but the stride in the 3x3 conv (STRIDE_IN_1X1 False there).
 - torchvision ImageNet ResNets: RGB, ImageNet mean/std (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
   times 255 (torchvision transforms.Normalize in its reference scripts), stride in the 3x3.
+- torchvision COCO_V1 detectors (maskrcnn_resnet50_fpn_coco, fasterrcnn_resnet50_fpn_coco): torchvision's
+  ImageNet normalization and stride in the 3x3, and FrozenBN with eps 0 (torchvision's model builders call
+  overwrite_eps(model, 0.0) for these weights).
 - Switchable Normalization authors' ResNets: the same torchvision preprocessing (their main.py Normalize),
   stride in the 3x3 (models/resnet_v1_sn.py).
 """
@@ -30,6 +33,10 @@ FAIR_CAFFE2_GN = InputConvention("BGR", _C2_MEAN, (1.0, 1.0, 1.0), False, "GN", 
 TORCHVISION = InputConvention(
     "RGB", _IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB, False, "FrozenBN", "configs/weights/torchvision.yaml"
 )
+TORCHVISION_DETECTION_V1 = InputConvention(
+    "RGB", _IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB, False, "FrozenBN", "configs/weights/torchvision_detection.yaml",
+    bn_eps=0.0,
+)
 SN_IMAGENET = InputConvention("RGB", _IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB, False, "SN", "configs/weights/sn_imagenet.yaml")
 
 
@@ -40,7 +47,8 @@ def _close(a: Sequence[float], b: Sequence[float]) -> bool:
 def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConvention, None]) -> List[str]:
     """Warn (log and return the messages) where cfg disagrees with how the weights were trained.
 
-    Checks INPUT.FORMAT, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD and MODEL.RESNETS.STRIDE_IN_1X1 against the
+    Checks INPUT.FORMAT, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1 (and MODEL.BN.EPSILON
+    where the source fixes it) against the
     convention of the detected source (``LoadReport.format``); an unknown convention checks nothing.
     """
     if isinstance(weights_format, DetectedFormat):
@@ -60,6 +68,8 @@ def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConv
     stride = convention.stride_in_1x1
     if stride is not None and bool(cfg.MODEL.RESNETS.STRIDE_IN_1X1) != stride:
         found.append(("MODEL.RESNETS.STRIDE_IN_1X1", cfg.MODEL.RESNETS.STRIDE_IN_1X1, stride))
+    if convention.bn_eps is not None and not math.isclose(cfg.MODEL.BN.EPSILON, convention.bn_eps, abs_tol=1e-12):
+        found.append(("MODEL.BN.EPSILON", cfg.MODEL.BN.EPSILON, convention.bn_eps))
     messages = [
         f"{key}={value!r} disagrees with MODEL.WEIGHTS ({source}; {convention.how_known}): "
         f"they expect {key}={expected!r}; {fix}"

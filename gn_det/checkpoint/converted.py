@@ -27,6 +27,7 @@ class InputConvention:
     norm: str  # the backbone norm they were trained with (MODEL.RESNETS.NORM to use)
     recipe: str  # configs/weights/*.yaml snippet that sets all of the above
     how_known: str = "published recipe"  # or "inferred from the checkpoint's norms", "config.yaml beside it"
+    bn_eps: Optional[float] = None  # MODEL.BN.EPSILON the BN statistics were used with; None = not checked
 
 
 @dataclass(frozen=True)

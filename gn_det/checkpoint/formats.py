@@ -1,6 +1,6 @@
 """Recognise which known format a loaded weights file is in and convert it to gn_det's names.
 
-Known formats, in detection order (``KNOWN_FORMATS``): gn_det's own checkpoints, detectron2 model-zoo
+Known formats, in detection order (``KNOWN_FORMATS``): torchvision detectors, gn_det's own checkpoints, detectron2 model-zoo
 checkpoints, Detectron (Caffe2) detectors, MSRA Caffe2 ImageNet ResNets (R-50.pkl), FAIR Caffe2 GN
 ResNets (R-50-GN.pkl), torchvision ImageNet ResNets, and the SN authors' ImageNet ResNets.
 """
@@ -20,6 +20,7 @@ from .converted import BN, GN, ConvertedWeights, DetectedFormat, InputConvention
 from .detectron2_names import rename_detectron2_key, to_torchvision_class_layout
 from .resnet_names import rename_resnet_key
 from .safe_load import WeightsFileError
+from .tv_detection_names import rename_tv_detection_key
 
 __all__ = ["KNOWN_FORMATS", "WeightsFormat", "unwrap_checkpoint", "convert_checkpoint"]
 
@@ -71,6 +72,10 @@ def unwrap_checkpoint(raw: Any, path: str) -> Tuple[Dict[str, torch.Tensor], Dic
 # ----------------------------------------------------------------------------- recognisers
 _OURS_PREFIXES = ("backbone.", "rpn.", "roi_heads.")
 _D2_ONLY = ("proposal_generator.", "roi_heads.mask_head.predictor.", "roi_heads.mask_head.deconv.")
+
+
+def _is_tv_detection(keys: List[str], meta: Dict[str, Any]) -> bool:
+    return any(k.startswith("backbone.body.") for k in keys)
 
 
 def _is_ours(keys: List[str], meta: Dict[str, Any]) -> bool:
@@ -144,6 +149,16 @@ def _convert_detectron2(flat, meta, path):
     return converted, convention
 
 
+def _convert_tv_detection(flat, meta, path):
+    box_convs = len({k.split(".")[2] for k in flat if re.match(r"^roi_heads\.box_head\.\d+\.0\.weight$", k)})
+    converted = ConvertedWeights.renamed(flat, lambda k: rename_tv_detection_key(k, box_convs))
+    if any(re.match(r"^backbone\.fpn\.inner_blocks\.\d+\.1\.", k) for k in flat):  # v2: BN in FPN/heads
+        convention = InputConvention(**{**conv.TORCHVISION.__dict__, "how_known": "torchvision v2 detector"})
+    else:
+        convention = conv.TORCHVISION_DETECTION_V1
+    return converted, convention
+
+
 def _convert_c2(flat, meta, path):
     flat = {k: v for k, v in flat.items() if not k.endswith("_momentum")}  # SGD momentum blobs
     kinds: Dict[str, str] = {}
@@ -171,6 +186,8 @@ def _convert_resnet(convention: InputConvention):
 
 
 KNOWN_FORMATS: Tuple[WeightsFormat, ...] = (
+    WeightsFormat("torchvision-detection", "torchvision detector checkpoint (maskrcnn/fasterrcnn_resnet50_fpn)",
+                  _is_tv_detection, _convert_tv_detection),
     WeightsFormat("gn_det", "gn_det checkpoint (model state dict or training checkpoint)", _is_ours, _convert_ours),
     WeightsFormat("detectron2", "detectron2 checkpoint (model zoo .pkl or training .pth)", _is_detectron2,
                   _convert_detectron2),

@@ -22,6 +22,7 @@ EXPECTED = {
     "msra_caffe2.yaml": ("BGR", DETECTRON2_BGR_MEAN, [1.0, 1.0, 1.0], True, "FrozenBN"),
     "fair_caffe2_gn.yaml": ("BGR", DETECTRON2_BGR_MEAN, [1.0, 1.0, 1.0], False, "GN"),
     "torchvision.yaml": ("RGB", IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB_255, False, "FrozenBN"),
+    "torchvision_detection.yaml": ("RGB", IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB_255, False, "FrozenBN"),
     "sn_imagenet.yaml": ("RGB", IMAGENET_MEAN_RGB_255, IMAGENET_STD_RGB_255, False, "SN"),
 }
 
@@ -41,7 +42,8 @@ def test_snippets_hold_published_values(snippet):
     assert cfg.MODEL.PIXEL_STD == pytest.approx(std, abs=1e-3)
 
 
-@pytest.mark.parametrize("convention", [conv.MSRA_CAFFE2, conv.FAIR_CAFFE2_GN, conv.TORCHVISION, conv.SN_IMAGENET])
+@pytest.mark.parametrize("convention", [conv.MSRA_CAFFE2, conv.FAIR_CAFFE2_GN, conv.TORCHVISION, conv.SN_IMAGENET,
+                                        conv.TORCHVISION_DETECTION_V1])
 def test_each_convention_agrees_with_its_own_snippet(convention):
     cfg = cfg_with(os.path.basename(convention.recipe))
     assert check_input_conventions(cfg, convention) == []
@@ -60,6 +62,15 @@ def test_disagreements_are_warned_key_by_key(caplog):
         "the key to the weights' value")
     assert messages[3].startswith("MODEL.RESNETS.STRIDE_IN_1X1=True disagrees with MODEL.WEIGHTS")
     assert caplog.text.count("disagrees with MODEL.WEIGHTS") == 4
+
+
+def test_torchvision_v1_detectors_need_frozen_bn_eps_0():
+    assert cfg_with("torchvision_detection.yaml").MODEL.BN.EPSILON == 0.0  # torchvision overwrite_eps(model, 0.0)
+    cfg = cfg_with("torchvision.yaml")
+    assert check_input_conventions(cfg, conv.TORCHVISION_DETECTION_V1) == [
+        "MODEL.BN.EPSILON=1e-05 disagrees with MODEL.WEIGHTS (the weights; published recipe): they expect "
+        "MODEL.BN.EPSILON=0.0; merge configs/weights/torchvision_detection.yaml into your config or set the key "
+        "to the weights' value"]
 
 
 def test_unknown_convention_checks_nothing():
