@@ -26,7 +26,8 @@ sys.path.insert(0, ROOT)
 from gn_det.benchmark.analysis import write_text  # noqa: E402
 from gn_det.benchmark.formatting import render  # noqa: E402
 from gn_det.benchmark.sweep import (  # noqa: E402
-    SweepSummary, add_wall_time, cell_status, load_wall_times, plan_cells, sweep_rows, sweep_table, train_command,
+    SweepSummary, add_wall_time, cell_status, load_wall_times, plan_cells, run_state, sweep_rows, sweep_table,
+    train_command,
 )
 
 
@@ -42,6 +43,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated recipes (gn,bn,...) or runs (gn_1img,...)")
     parser.add_argument("--seed", type=int, default=0, help="SEED of every run")
     parser.add_argument("--table-only", action="store_true", help="do not train; write table and plot from what exists")
+    parser.add_argument("--retry-diverged", action="store_true", help="run again the cells whose training diverged")
     parser.add_argument("--dry-run", action="store_true", help="print the train_net.py commands and exit")
     parser.add_argument("--plot", default=None, help="PNG path (default OUTPUT_ROOT/norm_sweep.png)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run: KEY VALUE ...")
@@ -54,8 +56,8 @@ def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, 2 // args.num_gpus))))
     for cell in cells:
         status = cell_status(cell.output_dir)
-        if status == "done":
-            summary.skipped.append(cell.name)
+        if status == "done" or (run_state(cell.output_dir) == "diverged" and not args.retry_diverged):
+            summary.skipped.append(cell.name)  # finished, or diverged before (deterministic: seeds fixed)
             continue
         cmd = train_command(cell, status, iters=args.iters, lr_per_image=args.lr_per_image, seed=args.seed,
                             train_net=os.path.join(ROOT, "tools", "train_net.py"), extra_opts=args.opts)

@@ -159,7 +159,26 @@ SWEEP_COLUMNS = [
     Column("train_s_iter", "s/iter", 3, True),
     Column("peak_mem_mb", "peak mem (MB)", 0, True),
     Column("wall_s", "wall (s)", 0, True),
+    Column("status", "status"),
 ]
+
+# Words in a failed run's output that mean training diverged (the trainer stops on a non-finite loss).
+_DIVERGED = ("non-finite", "nan loss", "floatingpointerror", "loss is nan", "loss became infinite")
+
+
+def run_state(output_dir: str) -> str:
+    """"ok" (evaluated), "diverged", "trained" (not evaluated), "incomplete" or "not run"."""
+    if is_evaluated(output_dir):
+        return "ok"
+    log = os.path.join(output_dir, "sweep_stdout.txt")
+    if os.path.isfile(log):
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read().lower()
+        if any(word in text for word in _DIVERGED):
+            return "diverged"
+    if os.path.isfile(os.path.join(output_dir, "model_final.pth")):
+        return "trained"
+    return "incomplete" if os.path.isdir(output_dir) else "not run"
 
 
 def sweep_rows(cells: Sequence[SweepCell], wall_times: Optional[Dict[str, float]] = None) -> List[Dict[str, Any]]:
@@ -178,6 +197,7 @@ def sweep_rows(cells: Sequence[SweepCell], wall_times: Optional[Dict[str, float]
                         value = result.get(task, {}).get(metric)
                         row[f"{prefix}_{metric}"] = as_float(value)
         row["wall_s"] = (wall_times or {}).get(cell.name)
+        row["status"] = run_state(cell.output_dir)
         rows.append(row)
     return rows
 

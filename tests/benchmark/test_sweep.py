@@ -80,3 +80,7 @@ def test_rows_hold_run_values_and_wall_times(config_dir, tmp_path):
     assert one["train_s_iter"] == pytest.approx(0.3) and one["wall_s"] == 15.5
     assert one["norm_backbone"] == "GN" and one["ims_per_process"] == 1
     assert two["ims_per_process"] == 2 and two.get("box_AP") is None and two["wall_s"] is None
+    assert (one["status"], two["status"]) == ("ok", "not run")
+    (out / "gn_2img").mkdir()
+    (out / "gn_2img" / "sweep_stdout.txt").write_text("FloatingPointError: Loss became infinite or NaN at iteration 7\n")
+    assert sweep_rows(cells)[1]["status"] == "diverged"
