@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import List, NamedTuple, Optional, Tuple
 
-import torchvision
 from torch import nn
 
 from .frozen_bn import BATCHNORM_TYPES, FrozenBatchNorm2d, frozen_from_batchnorm
@@ -13,18 +13,30 @@ from .switch_norm import SwitchNorm2d
 
 logger = logging.getLogger(__name__)
 
-# Every module type is_norm() recognizes besides the ones get_norm has built.
+# Every module type is_norm() recognizes besides the ones get_norm has built (and torchvision's FrozenBN).
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-    FrozenBatchNorm2d, torchvision.ops.FrozenBatchNorm2d, SwitchNorm2d,
+    FrozenBatchNorm2d, SwitchNorm2d,
 )
-# BN-like layers convert_norm replaces by default (with batch statistics or frozen ones).
-BN_LIKE_TYPES = BATCHNORM_TYPES + (FrozenBatchNorm2d, torchvision.ops.FrozenBatchNorm2d)
+
+
+def torchvision_frozen_bn() -> Tuple[type, ...]:
+    """torchvision.ops.FrozenBatchNorm2d if torchvision is loaded (a model holding one has loaded it).
+
+    Looked up lazily: importing torchvision costs seconds, which every spawned process would pay.
+    """
+    misc = sys.modules.get("torchvision.ops.misc")
+    return (misc.FrozenBatchNorm2d,) if misc is not None else ()
+
+
+def bn_like_types() -> Tuple[type, ...]:
+    """BN-like layers convert_norm replaces by default: BN, SyncBN, gn_det's and torchvision's FrozenBN."""
+    return BATCHNORM_TYPES + (FrozenBatchNorm2d,) + torchvision_frozen_bn()
 
 
 def is_norm(module: nn.Module) -> bool:
     """True for a normalization layer: torch's, torchvision's FrozenBN, gn_det's, or any get_norm built."""
-    return isinstance(module, NORM_TYPES) or type(module) in BUILT_NORM_TYPES
+    return isinstance(module, NORM_TYPES + torchvision_frozen_bn()) or type(module) in BUILT_NORM_TYPES
 
 
 class NormRow(NamedTuple):
@@ -87,16 +99,17 @@ def convert_norm(
     name: str,
     options: Optional[NormOptions] = None,
     *,
-    types: Tuple[type, ...] = BN_LIKE_TYPES,
+    types: Optional[Tuple[type, ...]] = None,
     key: str = "convert_norm",
 ) -> Tuple[nn.Module, List[Replacement]]:
-    """Replace every layer of ``types`` (BN-like by default) by a fresh ``name`` norm (e.g. "GN", "SN").
+    """Replace every layer of ``types`` (default: bn_like_types()) by a fresh ``name`` norm (e.g. "GN", "SN").
 
     New norms are freshly initialized (BN statistics do not carry over to GN/SN) and placed on the
     old layer's device. Returns ``(module, replacements)``, a new module when ``module`` itself was
     replaced, and logs one line per replaced layer.
     """
     replaced: List[Replacement] = []
+    types = types if types is not None else bn_like_types()
 
     def visit(m: nn.Module, prefix: str) -> nn.Module:
         if isinstance(m, types):

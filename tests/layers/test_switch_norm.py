@@ -85,9 +85,9 @@ def test_one_hot_importance_gives_in_ln_bn_exactly(branch):
 
 @pytest.mark.parametrize("use_bn,batch_stats", [(True, True), (True, False), (False, False)])
 def test_sn_backward_passes_gradcheck(use_bn, batch_stats):
-    sn = _random_sn(use_bn, 3, channels=4).double()
+    sn = _random_sn(use_bn, 3, channels=3).double()
     mode = _Mode(use_bn, batch_stats, 1e-5, 0.0, None, sn.running_mean, sn.running_var)
-    x = torch.randn(3, 4, 3, 5, dtype=torch.float64, requires_grad=True) * 2 + 1
+    x = (torch.randn(2, 3, 2, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
 
     def fn(x, w, b, mw, vw):
         return _SwitchNormFunction.apply(x, w, b, mw, vw, mode)
