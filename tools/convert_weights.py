@@ -20,7 +20,7 @@ import tempfile
 
 import torch
 
-from gn_det.checkpoint import check_input_conventions, load_converted, read_converted
+from gn_det.checkpoint import load_converted, read_converted
 from gn_det.checkpoint.infer_config import infer_cfg_overrides
 from gn_det.config import get_cfg
 
@@ -63,8 +63,7 @@ def main(argv=None) -> int:
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     model = build_model(cfg)
-    report = load_converted(model, weights, fmt, args.input)
-    check_input_conventions(cfg, fmt)  # logs a warning per disagreeing key (only with --config-file / overrides)
+    report = load_converted(model, weights, fmt, args.input, cfg=cfg)  # table + input-convention warnings
     state = model.state_dict()
     out = {"model": {k: state[k].detach().clone() for k in report.matched}, "converted_from": os.path.abspath(args.input)}
     if fmt.convention is not None:

@@ -7,6 +7,7 @@ from typing import Tuple
 
 from torch import nn
 
+from .conventions import check_input_conventions
 from .converted import ConvertedWeights, DetectedFormat
 from .formats import convert_checkpoint
 from .matching import match_weights
@@ -24,8 +25,11 @@ def read_converted(path: str) -> Tuple[ConvertedWeights, DetectedFormat]:
     return convert_checkpoint(read_weights_file(path), path)
 
 
-def load_weights(model: nn.Module, path: str, *, verbose: bool = True) -> LoadReport:
+def load_weights(model: nn.Module, path: str, *, cfg=None, verbose: bool = True) -> LoadReport:
     """Load weights in any known format into ``model``; return (and print) the LoadReport table.
+
+    With ``cfg``, also check its INPUT.FORMAT / PIXEL_MEAN / PIXEL_STD / STRIDE_IN_1X1 / BN.EPSILON against
+    the weights' source (``check_input_conventions``): disagreements are logged and listed in the report.
 
     Unknown formats, unsafe pickles and corrupt files raise WeightsFileError naming the file. A file of
     which no tensor fits the model raises too (it is almost certainly the wrong file); partial matches
@@ -33,11 +37,11 @@ def load_weights(model: nn.Module, path: str, *, verbose: bool = True) -> LoadRe
     """
     path = os.fspath(path)
     weights, fmt = read_converted(path)
-    return load_converted(model, weights, fmt, path, verbose=verbose)
+    return load_converted(model, weights, fmt, path, cfg=cfg, verbose=verbose)
 
 
 def load_converted(model: nn.Module, weights: ConvertedWeights, fmt: DetectedFormat, path: str, *,
-                   verbose: bool = True) -> LoadReport:
+                   cfg=None, verbose: bool = True) -> LoadReport:
     """The matching and loading half of ``load_weights``, for weights already read and converted."""
     report = LoadReport(path=path, format=fmt, notes=list(weights.notes))
     to_load = match_weights(model, weights, report)
@@ -49,6 +53,8 @@ def load_converted(model: nn.Module, weights: ConvertedWeights, fmt: DetectedFor
     state = model.state_dict()
     state.update(to_load)
     model.load_state_dict(state)
+    if cfg is not None:
+        report.convention_warnings = check_input_conventions(cfg, fmt)
     if verbose:
         _emit(report.table())
     return report

@@ -51,6 +51,7 @@ class LoadReport:
     skipped_predictors: List[Tuple[str, Shape, Shape]] = field(default_factory=list)
     norm_mismatches: List[NormMismatch] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    convention_warnings: List[str] = field(default_factory=list)  # filled when load_weights gets a cfg
 
     def table(self, max_rows: Optional[int] = 12) -> str:
         """The report as text: a header, one row per category with its (grouped) keys, then notes."""
@@ -85,6 +86,7 @@ class LoadReport:
                 )
         lines.extend(self._norm_mismatch_summary())
         lines.extend(f"Note: {n}" for n in self.notes)
+        lines.extend(f"WARNING: {w}" for w in self.convention_warnings)
         return "\n".join(lines)
 
     def _norm_mismatch_lines(self) -> List[str]:

@@ -210,3 +210,15 @@ def test_sn_with_bn_branch_into_batch_free_sn_is_a_norm_mismatch(tmp_path):
     assert {(m.checkpoint_kind, m.model_kind) for m in report.norm_mismatches} == {("SN", "SN without BN branch")}
     assert len(report.norm_mismatches) == 17 and not report.shape_mismatched
     assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
+
+
+def test_cfg_given_to_load_weights_checks_input_conventions(tmp_path):
+    from gn_det.config import get_cfg
+
+    src = randomized(contract_model(norm="FrozenBN"))
+    torch.save(to_torchvision(src.state_dict()), tmp_path / "resnet50.pth")
+    cfg = get_cfg()  # BGR, std 1, stride in 1x1: all wrong for torchvision weights
+    report = load_weights(contract_model(norm="FrozenBN"), str(tmp_path / "resnet50.pth"), cfg=cfg, verbose=False)
+    assert [w.split("=")[0] for w in report.convention_warnings] == [
+        "INPUT.FORMAT", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1"]
+    assert "WARNING: INPUT.FORMAT='BGR' disagrees with MODEL.WEIGHTS" in report.table()
