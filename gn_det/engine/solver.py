@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import bisect
 import functools
+import logging
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from gn_det.layers import is_norm as _layers_is_norm
+
+logger = logging.getLogger(__name__)
 
 _TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -82,8 +85,10 @@ class WarmupMultiStep:
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR stepped once per iteration with the warmup + multi-step multiplier of cfg.SOLVER."""
     s = cfg.SOLVER
-    if any(step > s.MAX_ITER for step in s.STEPS):
-        raise ValueError(f"SOLVER.STEPS {tuple(s.STEPS)} has a step past SOLVER.MAX_ITER={s.MAX_ITER}")
+    late = [step for step in s.STEPS if step >= s.MAX_ITER]
+    if late:  # common when MAX_ITER is overridden for a short run; detectron2 warns too
+        logger.warning("SOLVER.STEPS %s: %s at or past SOLVER.MAX_ITER=%d never take effect",
+                       tuple(s.STEPS), late, s.MAX_ITER)
     fn = WarmupMultiStep(s.STEPS, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 

@@ -166,11 +166,10 @@ def test_non_finite_loss_stops_with_iteration_and_keeps_checkpoint(data, tmp_pat
 
 
 def test_two_process_gloo_run_with_syncbn(data, tmp_path):
-    flags, _ = data
-    cmd = [sys.executable, TRAIN_NET, "--num-gpus", "2", *_argv(data, tmp_path)[0:0], "--config", CONFIG, *flags,
-           "DATASETS.TRAIN", "('e2e_train',)", "DATASETS.TEST", "('e2e_val',)", "OUTPUT_DIR", str(tmp_path),
-           "MODEL.RESNETS.NORM", "SyncBN", "MODEL.FPN.NORM", "SyncBN", "SOLVER.MAX_ITER", "2",
-           "SOLVER.STEPS", "(1,)", "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2"]
+    """Two CPU processes joined by gloo, SyncBN in backbone and FPN, precise BN before the evaluation."""
+    opts = ("MODEL.RESNETS.NORM", "SyncBN", "MODEL.FPN.NORM", "SyncBN", "SOLVER.MAX_ITER", "2",
+            "SOLVER.STEPS", "(1,)", "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2")
+    cmd = [sys.executable, TRAIN_NET, "--num-gpus", "2", *_argv(data, tmp_path, opts=opts)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Rank 0 of 2; command line:" in (tmp_path / "log.txt").read_text()
