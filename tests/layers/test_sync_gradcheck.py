@@ -1,0 +1,57 @@
+"""gradcheck of the hand-written backward of the CPU SyncBN and of SN's pooled BN branch.
+
+Run in a one-process gloo group (all-reduce is then the identity, but every line of the pooled
+path runs); the 2-process agreement is tested in test_sync_distributed.py.
+"""
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.autograd import gradcheck
+
+from gn_det.layers import SyncBatchNorm2d
+from gn_det.layers.switch_norm import _Mode, _SwitchNormFunction
+from gn_det.layers.sync_batch_norm import _SyncBatchNormCPU
+
+
+@pytest.fixture(scope="module")
+def group():
+    if dist.is_initialized():
+        if dist.get_world_size() != 1:
+            pytest.skip("a multi-process group is already initialized in this process")
+        yield dist.group.WORLD
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cpu_sync_batch_norm_backward_passes_gradcheck(group):
+    bn = SyncBatchNorm2d(3).double()
+    running_mean, running_var = torch.randn(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    x = (torch.randn(2, 3, 2, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, b):
+        return _SyncBatchNormCPU.apply(x, w, b, running_mean, running_var, 1e-5, 0.0, group, bn)
+
+    assert gradcheck(fn, (x, w, b))
+
+
+def test_sn_pooled_bn_branch_backward_passes_gradcheck(group):
+    running_mean, running_var = torch.randn(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    mode = _Mode(True, True, 1e-5, 0.0, group, running_mean, running_var)
+    x = (torch.randn(2, 3, 2, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
+    params = [torch.randn(n, dtype=torch.float64, requires_grad=True) for n in (3, 3, 3, 3)]
+
+    def fn(x, w, b, mw, vw):
+        return _SwitchNormFunction.apply(x, w, b, mw, vw, mode)
+
+    assert gradcheck(fn, (x, *params))
