@@ -281,10 +281,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: generate a shapes dataset."""
     parser = argparse.ArgumentParser(prog="python -m gn_det.data.shapes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
-    parser.add_argument("--num-train", type=int, default=DEFAULTS["num_train"], help="train images (default %(default)s)")
+    parser.add_argument("--num-train", type=int, default=DEFAULTS["num_train"],
+                        help="train images (default %(default)s)")
     parser.add_argument("--num-val", type=int, default=DEFAULTS["num_val"], help="val images (default %(default)s)")
     parser.add_argument("--size", type=int, default=DEFAULTS["size"], help="image side in pixels (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="same seed, same dataset (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                        help="same seed, same dataset (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     args = parser.parse_args(argv)
     try:
