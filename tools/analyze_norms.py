@@ -74,8 +74,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not result.tables:
         print("The model has no SN layer and no BN-like layer (BN, SyncBN, FrozenBN, SN with BN): nothing to analyze.")
     for table in result.tables.values():
-        print(table.title)
+        if args.format == "markdown":
+            print(f"### {table.title}\n")
         print(render(table, args.format))
+    if result.unreached:
+        print(f"{len(result.unreached)} BN-like layer(s) never reached by the data (no estimation shift): "
+              f"{', '.join(result.unreached)}")
     for path in result.files:
         print(f"wrote {path}")
     return 0

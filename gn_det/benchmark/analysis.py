@@ -18,6 +18,8 @@ class NormAnalysis:
 
     sn_rows: List[SNShares]
     shift_rows: List[ShiftRow]
+    # BN-like layers the data never reached (e.g. the mask head when nothing was detected)
+    unreached: List[str] = field(default_factory=list)
     tables: Dict[str, Table] = field(default_factory=dict)
     files: List[str] = field(default_factory=list)
 
@@ -51,9 +53,10 @@ def analyze_norms(
     from .plots import plot_estimation_shift, plot_sn_importance  # matplotlib only when needed
 
     sn_rows = sn_shares(model)
-    has_bn_like = bool(bn_like_layers(model))
-    shift_rows = estimation_shift(model, measure_input_statistics(model, batches, forward)) if has_bn_like else []
-    result = NormAnalysis(sn_rows=sn_rows, shift_rows=shift_rows)
+    layers = [name for name, _ in bn_like_layers(model)]
+    shift_rows = estimation_shift(model, measure_input_statistics(model, batches, forward)) if layers else []
+    reached = {row.name for row in shift_rows}
+    result = NormAnalysis(sn_rows=sn_rows, shift_rows=shift_rows, unreached=[n for n in layers if n not in reached])
     if sn_rows:
         result.tables["sn_importance"] = shares_table(sn_rows)
     if shift_rows:
