@@ -96,16 +96,23 @@ def plot_sweep(rows: Sequence[Dict[str, object]], path: str, metrics: Sequence[s
     width = 0.8 / max(len(sizes), 1)
     for ax, metric in zip(axes[0], metrics):
         for s, size in enumerate(sizes):
-            xs, hs = [], []
+            xs, hs, missing = [], [], []
             for i, recipe in enumerate(recipes):
                 value = lookup.get((recipe, size), {}).get(metric)
+                x = i - 0.4 + width * (s + 0.5)
                 if isinstance(value, (int, float)):
-                    xs.append(i - 0.4 + width * (s + 0.5))
+                    xs.append(x)
                     hs.append(value)
-            ax.bar(xs, hs, width=width, label=f"{size} img/process")
+                else:
+                    missing.append(x)
+            bars = ax.bar(xs, hs, width=width, label=f"{size} img/process")
+            ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+            for x in missing:  # no result (not run, diverged, nothing detected): say so, do not draw 0
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="0.4")
         ax.set_xticks(range(len(recipes)))
         ax.set_xticklabels(recipes, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(bottom=0)
         ax.grid(axis="y", color="0.9")
         ax.set_axisbelow(True)
     axes[0][0].legend(fontsize=8)
