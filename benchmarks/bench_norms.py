@@ -1,10 +1,11 @@
 """Milliseconds per forward+backward of every registered norm on detection-shaped activations.
 
 Prints one table per device (CPU with --threads threads; CUDA too when present): per shape the
-median time over --repeat runs and the ratio to GroupNorm measured in the same run. Targets
+best (or median, --stat) time over --repeat runs and the ratio to GroupNorm measured in the same
+run, the norms taking turns so that load from other jobs hits them alike. Targets
 (issue 3): SN <= 1.5x GN, FrozenBN <= 1.0x GN, SyncBN (one process) within 1.1x of BN.
 
-    python benchmarks/bench_norms.py                       # all four shapes, 5 repeats
+    python benchmarks/bench_norms.py                       # all four shapes, best of 5
     python benchmarks/bench_norms.py --repeat 2 --shapes 1x256x64x80
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import socket
 import statistics
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,7 @@ from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
 # res2 at stride 4 and P2/FPN at stride 4, res4 at stride 16, one image's FPN level, the stem output.
 DEFAULT_SHAPES = "2x256x200x336,2x1024x50x84,1x256x128x160,2x64x400x672"
 Shape = Tuple[int, int, int, int]
+STATS: Dict[str, Callable[[List[float]], float]] = {"min": min, "median": statistics.median}
 
 
 def parse_shapes(text: str) -> List[Shape]:
@@ -38,8 +40,9 @@ def parse_shapes(text: str) -> List[Shape]:
     return shapes
 
 
-def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat: int, warmup: int) -> Dict[str, float]:
-    """Median milliseconds of ``y = norm(x); y.backward(dy)`` in training mode, per norm.
+def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat: int, warmup: int,
+               stat: Callable[[List[float]], float] = min) -> Dict[str, float]:
+    """Milliseconds of ``y = norm(x); y.backward(dy)`` in training mode per norm (``stat`` over repeats).
 
     The norms take turns within each round (in a rotating order), so drift in machine load hits
     every norm alike and the ratios to GN stay meaningful on a shared machine.
@@ -61,14 +64,15 @@ def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat:
                 times[name].append((time.perf_counter() - start) * 1e3)
             x.grad = None
             norms[name].zero_grad(set_to_none=True)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: stat(t) for name, t in times.items()}
 
 
-def run_table(names: Sequence[str], shapes: Sequence[Shape], device: torch.device, repeat: int, warmup: int) -> str:
+def run_table(names: Sequence[str], shapes: Sequence[Shape], device: torch.device, repeat: int, warmup: int,
+              stat: Callable[[List[float]], float] = min) -> str:
     """The formatted table for one device: rows are norms, columns shapes ("ms (ratio to GN)")."""
     results: Dict[Tuple[str, Shape], float] = {}
     for shape in shapes:
-        for name, ms in time_norms(names, shape, device, repeat, warmup).items():
+        for name, ms in time_norms(names, shape, device, repeat, warmup, stat).items():
             results[name, shape] = ms
     headers = ["norm"] + ["x".join(map(str, s)) for s in shapes]
     rows = [headers]
@@ -100,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per cell before timing")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--norms", default="", help="comma-separated names (default: all registered)")
+    parser.add_argument("--stat", choices=sorted(STATS), default="min",
+                        help="statistic over the repeats: min (the run least disturbed by other jobs on a "
+                             "shared machine, as timeit advises) or median")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even if a GPU is present")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -118,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             devices.append(torch.device("cuda"))
         for device in devices:
             where = f"CPU, {args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name()
-            print(f"\nms per forward+backward (median of {args.repeat}), ratio to GN in parentheses; {where}; "
+            print(f"\nms per forward+backward ({args.stat} of {args.repeat}), ratio to GN in parentheses; {where}; "
                   f"torch {torch.__version__}")
-            print(run_table(names, args.shapes, device, args.repeat, args.warmup), flush=True)
+            print(run_table(names, args.shapes, device, args.repeat, args.warmup, STATS[args.stat]), flush=True)
     finally:
         dist.destroy_process_group()
 

@@ -9,7 +9,7 @@ one pass without temporaries. Viewing an (N, C, H, W) tensor as (1, N*C, H*W) tu
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -33,16 +33,19 @@ def channel_affine(x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: T
     return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
 
 
-def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+def channel_moments(x: Tensor, shift: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Per channel of an (N, K, M) tensor: mean and biased variance over (N, M), each of shape (K,).
 
-    Two cheap passes (a sum, then torch's one-pass reduction of x * (x - mean) with sum(x) alongside);
-    the variance ``(sum(x * (x - m)) - m * (sum(x) - count * m)) / count`` is the centered one, so a large
-    mean does not cancel its digits away as ``E[x^2] - E[x]^2`` would.
+    One pass: torch's reduction of ``x * (x - shift)`` and ``x`` together, then
+    ``var = sum(x * (x - s)) / n - mean * (mean - s)`` in float64. The shift (default: each channel's
+    first value) keeps the sum of products small when a channel's mean is large against its spread;
+    the float32 sums still limit the variance to a relative error of about 1e-7 * (mean / std)^2 * 10
+    (1e-4 at a mean of 10 std), which eps = 1e-5 and the downstream affine absorb in practice.
     """
     count = x.shape[0] * x.shape[2]
-    mean = x.sum((0, 2)) / count
-    dot, total = channel_sums(x, x, mean)
-    m = mean.double()
-    var = (dot.double() - m * (total.double() - count * m)) / count
-    return mean, var.clamp_min(0.0).to(x.dtype)
+    if shift is None:
+        shift = x[0, :, 0].contiguous()
+    dot, total = channel_sums(x, x, shift)
+    mean = total.double() / count
+    var = dot.double() / count - mean * (mean - shift.double())
+    return mean.to(x.dtype), var.clamp_min(0.0).to(x.dtype)
