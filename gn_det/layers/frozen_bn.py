@@ -23,8 +23,6 @@ BATCHNORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 class FrozenBatchNorm2d(nn.Module):
     """BatchNorm2d whose statistics and affine are buffers: no trainable parameters, same in train and eval."""
 
-    _version = 3
-
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.num_features = num_features
