@@ -64,7 +64,7 @@ def to_torchvision_class_layout(tensors: Dict[str, torch.Tensor]) -> List[str]:
                 note = f"bbox_pred: class-agnostic deltas repeated for {num_classes} classes + background"
             else:
                 tensors[key] = torch.cat([t.new_zeros((4,) + t.shape[1:]), t])
-                note = f"bbox_pred: {t.shape[0] // 4} class-specific deltas -> background (zeros) + them"
+                note = f"bbox_pred: deltas of {t.shape[0] // 4} classes, background deltas (zeros) prepended"
             if param == "weight":
                 notes.append(note)
         key = MASK_PRED + param
@@ -75,7 +75,7 @@ def to_torchvision_class_layout(tensors: Dict[str, torch.Tensor]) -> List[str]:
                 note = f"mask predictor: class-agnostic channel repeated for {num_classes} classes + background"
             else:
                 tensors[key] = torch.cat([t.new_zeros((1,) + t.shape[1:]), t])
-                note = f"mask predictor: {t.shape[0]} class channels -> background (zeros) + them"
+                note = f"mask predictor: {t.shape[0]} class channels, a background channel (zeros) prepended"
             if param == "weight":
                 notes.append(note)
     return notes
