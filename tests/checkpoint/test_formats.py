@@ -222,3 +222,24 @@ def test_cfg_given_to_load_weights_checks_input_conventions(tmp_path):
     assert [w.split("=")[0] for w in report.convention_warnings] == [
         "INPUT.FORMAT", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1"]
     assert "WARNING: INPUT.FORMAT='BGR' disagrees with MODEL.WEIGHTS" in report.table()
+
+
+def test_detectron2_class_agnostic_heads_are_repeated_per_class(tmp_path):
+    """CLS_AGNOSTIC_BBOX_REG / CLS_AGNOSTIC_MASK: one set of deltas / one mask serves every class, so each
+    torchvision class row gets a copy (torchvision picks the row of the predicted class)."""
+    src = randomized(contract_model(num_classes=3))
+    d2 = to_detectron2(src.state_dict())
+    for key in ("roi_heads.box_predictor.bbox_pred.weight", "roi_heads.box_predictor.bbox_pred.bias"):
+        d2[key] = d2[key][:4]  # detectron2's class-agnostic regression: 4 outputs
+    for key in ("roi_heads.mask_head.predictor.weight", "roi_heads.mask_head.predictor.bias"):
+        d2[key] = d2[key][:1]  # class-agnostic mask: 1 channel
+    torch.save(d2, tmp_path / "agnostic.pth")
+    dst = contract_model(num_classes=3)
+    report = load_weights(dst, str(tmp_path / "agnostic.pth"), verbose=False)
+    assert not report.skipped_predictors and not report.shape_mismatched
+    sd = dst.state_dict()
+    for c in range(4):
+        torch.testing.assert_close(sd["roi_heads.box_predictor.bbox_pred.weight"][4 * c:4 * c + 4],
+                                   d2["roi_heads.box_predictor.bbox_pred.weight"], rtol=0, atol=0)
+        torch.testing.assert_close(sd["roi_heads.mask_predictor.predictor.weight"][c],
+                                   d2["roi_heads.mask_head.predictor.weight"][0], rtol=0, atol=0)
