@@ -7,11 +7,11 @@ momentum convention, unbiased variance like BatchNorm2d) used in eval, so an ima
 inference does not depend on the rest of its batch; ``use_bn=False`` drops that branch (batch-free
 SN, for 1 image per GPU) and ``freeze_stats`` uses the running statistics in training too.
 
-Speed: everything big is three fused passes forward (sum, sum of x * (x - mean), normalize) and
-three backward (sums of dy and dy * (x - mean), affine of x, multiply-add of dy), with no temporaries
+Speed: everything big is two fused passes forward (sums of x and x * (x - shift); normalize) and
+three backward (sums of dy and dy * (x - mean); affine of x; multiply-add of dy), with no temporaries
 beyond the output and the input gradient; see gn_det.layers.fused. IN, LN and BN statistics all
-derive from the per-(n, c) moments, and their gradients are taken by autograd on those (N, C)
-tensors inside the hand-written backward.
+derive from the per-(n, c) moments, and the backward maps the gradients of the (N, C) mean and
+variance back to those moments in closed form (checked by gradcheck in tests/layers).
 """
 from __future__ import annotations
 
@@ -42,11 +42,16 @@ class _Mode:
     running_var: Optional[Tensor]
 
 
+def layer_statistics(m1: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    """LN branch: per-sample mean and biased variance (N, 1) from per-(n, c) moments (N, C)."""
+    ln_mean = m1.mean(1, keepdim=True)
+    return ln_mean, v.mean(1, keepdim=True) + (m1 - ln_mean).square().mean(1, keepdim=True)
+
+
 def mixed_statistics(m1: Tensor, v: Tensor, bn_mean: Optional[Tensor], bn_var: Optional[Tensor],
                      mean_weight: Tensor, var_weight: Tensor) -> Tuple[Tensor, Tensor]:
     """SN's (N, C) mean and variance from per-(n, c) moments ``m1``, ``v`` and the BN branch (or None)."""
-    ln_mean = m1.mean(1, keepdim=True)
-    ln_var = v.mean(1, keepdim=True) + (m1 - ln_mean).square().mean(1, keepdim=True)
+    ln_mean, ln_var = layer_statistics(m1, v)
     pm, pv = torch.softmax(mean_weight, 0), torch.softmax(var_weight, 0)
     mean = pm[0] * m1 + pm[1] * ln_mean
     var = pv[0] * v + pv[1] * ln_var
@@ -54,6 +59,11 @@ def mixed_statistics(m1: Tensor, v: Tensor, bn_mean: Optional[Tensor], bn_var: O
         mean = mean + pm[2] * bn_mean
         var = var + pv[2] * bn_var
     return mean, var
+
+
+def _softmax_backward(p: Tensor, grad: Tensor) -> Tensor:
+    """Gradient of the logits of ``p = softmax(logits)`` given the gradient of ``p``."""
+    return p * (grad - (p * grad).sum())
 
 
 def batch_statistics(m1: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
@@ -90,7 +100,8 @@ class _SwitchNormFunction(torch.autograd.Function):
         elif mode.use_bn:
             bn_mean, bn_var = mode.running_mean.detach().clone(), mode.running_var.detach().clone()
         mean, var = mixed_statistics(m1, v, bn_mean, bn_var, mean_weight, var_weight)
-        ctx.save_for_backward(x3, m1, v, weight, mean_weight, var_weight, mean, sums, shift, bn_mean, bn_var)
+        ctx.save_for_backward(x3, m1, v, weight, mean_weight, var_weight, mean, var, shift, bn_mean, bn_var)
+        ctx.count = count if mode.use_bn and mode.batch_stats else 0
         ctx.mode, ctx.hw = mode, hw
         if x3.numel() == 0:
             return torch.empty_like(x)
@@ -99,7 +110,7 @@ class _SwitchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> Tuple[Optional[Tensor], ...]:
-        x3, m1, v, weight, mean_weight, var_weight, mean, sums, shift, bn_mean, bn_var = ctx.saved_tensors
+        x3, m1, v, weight, mean_weight, var_weight, mean, var, shift, bn_mean, bn_var = ctx.saved_tensors
         mode, hw = ctx.mode, ctx.hw
         n, c = m1.shape
         if x3.numel() > 0:
@@ -107,28 +118,37 @@ class _SwitchNormFunction(torch.autograd.Function):
             dot, total = (t.view(n, c) for t in channel_sums(dy3, x3, mean.flatten()))  # dy * (x - mean), dy
         else:
             dot = total = m1.new_zeros(n, c)
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (m1, v, weight, mean_weight, var_weight)]
-            m1_, v_, weight_, mw_, vw_ = leaves
-            if mode.use_bn and mode.batch_stats and sums is not None:
-                sums_ = sums.detach().requires_grad_()
-                leaves.append(sums_)
-                bn_mean, bn_var, _ = stats_from_sums(sums_, shift)
-            elif mode.use_bn and mode.batch_stats:
-                bn_mean, bn_var = batch_statistics(m1_, v_)
-            mean_, var_ = mixed_statistics(m1_, v_, bn_mean, bn_var, mw_, vw_)
-            scale = weight_ * torch.rsqrt(var_ + mode.eps)  # y = (x - mean) * scale + bias
-            grads = torch.autograd.grad(
-                [mean_, scale], leaves, [-scale.detach() * total, dot], allow_unused=True
-            )
-            grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, leaves)]
-            g_m1, g_v, g_weight, g_mw, g_vw = grads[:5]
-            if len(grads) == 6:  # pooled BN branch: every process's loss depends on the pooled sums
-                g_sums = all_reduce_sum(grads[5].clone(), mode.group)
-                local = shifted_sums(m1_, v_, hw, shift)
-                extra = torch.autograd.grad(local, [m1_, v_], g_sums, allow_unused=True)
-                g_m1 = g_m1 + (extra[0] if extra[0] is not None else 0)
-                g_v = g_v + (extra[1] if extra[1] is not None else 0)
+        # y = (x - mean) * scale + bias with scale = weight * rstd: gradients of the (N, C) statistics.
+        rstd = torch.rsqrt(var + mode.eps)
+        scale = weight * rstd
+        g_mean = -scale * total
+        g_var = (-0.5 * weight) * rstd.pow(3) * dot
+        g_weight = (dot * rstd).sum(0)
+        pm, pv = torch.softmax(mean_weight, 0), torch.softmax(var_weight, 0)
+        ln_mean, ln_var = layer_statistics(m1, v)
+        gl_mean, gl_var = g_mean.sum(1, keepdim=True), g_var.sum(1, keepdim=True)
+        gp_mean = [(g_mean * m1).sum(), (gl_mean * ln_mean).sum()]
+        gp_var = [(g_var * v).sum(), (gl_var * ln_var).sum()]
+        # IN branch directly, LN branch through the per-sample means over channels.
+        g_m1 = pm[0] * g_mean + (pm[1] / c) * gl_mean + (pv[1] * 2.0 / c) * gl_var * (m1 - ln_mean)
+        g_v = pv[0] * g_var + (pv[1] / c) * gl_var
+        if mode.use_bn:
+            gb_mean, gb_var = g_mean.sum(0), g_var.sum(0)
+            gp_mean.append((gb_mean * bn_mean).sum())
+            gp_var.append((gb_var * bn_var).sum())
+            if mode.batch_stats:  # the BN branch depends on this batch's moments too
+                gb_mean, gb_var = pm[2] * gb_mean, pv[2] * gb_var  # d loss / d (BN mean, BN var)
+                if shift is not None:  # pooled: mean = shift + S1/count, var = S2/count - (S1/count)^2
+                    count = max(ctx.count, 1)
+                    g_sums = torch.cat([gb_mean - 2.0 * (bn_mean - shift) * gb_var, gb_var]) / count
+                    g_s1, g_s2 = all_reduce_sum(g_sums, mode.group).split(c)
+                    g_m1 = g_m1 + hw * g_s1 + (2.0 * hw) * (m1 - shift) * g_s2
+                    g_v = g_v + hw * g_s2
+                elif n > 0:  # this batch: mean = mean_n m1, var = mean_n (v + (m1 - mean)^2)
+                    g_m1 = g_m1 + gb_mean / n + (2.0 / n) * gb_var * (m1 - bn_mean)
+                    g_v = g_v + gb_var / n
+        g_mw = _softmax_backward(pm, torch.stack(gp_mean))
+        g_vw = _softmax_backward(pv, torch.stack(gp_var))
         dx = None
         if ctx.needs_input_grad[0]:
             if x3.numel() == 0:
@@ -137,7 +157,7 @@ class _SwitchNormFunction(torch.autograd.Function):
                 # dm1/dx = 1/hw, dv/dx = 2 (x - m1)/hw: dx = scale * dy + 2 g_v (x - m1)/hw + g_m1/hw
                 ones = torch.ones(n * c, dtype=x3.dtype, device=x3.device)
                 dx = channel_affine(x3, m1.flatten(), ones, (2.0 / hw) * g_v.flatten(), g_m1.flatten() / hw, 0.0)
-                dx.addcmul_(dy3, scale.detach().view(1, n * c, 1))
+                dx.addcmul_(dy3, scale.view(1, n * c, 1))
                 dx = dx.view(dy.shape)
         return dx, g_weight, total.sum(0), g_mw, g_vw, None
 
