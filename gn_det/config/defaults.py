@@ -5,7 +5,7 @@ Conventions: NORM keys take a name registered in gn_det.layers.NORM_REGISTRY (""
 pixel values are in 0-255 in the INPUT.FORMAT channel order; sizes are in pixels; SOLVER.IMS_PER_BATCH
 is the total over all processes.
 """
-from fvcore.common.config import CfgNode as CN
+from .config import CfgNode as CN
 
 _C = CN()
 _C.VERSION = 2  # config format version (detectron2's is 2)

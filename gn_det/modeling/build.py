@@ -1,0 +1,14 @@
+"""``build_model(cfg)``: the detector named by MODEL.META_ARCHITECTURE, on MODEL.DEVICE."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import META_ARCH_REGISTRY
+
+
+def build_model(cfg) -> nn.Module:
+    """Build the MODEL.META_ARCHITECTURE detector from ``cfg`` (random init; weights load separately)."""
+    builder = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE, key="MODEL.META_ARCHITECTURE")
+    model = builder(cfg)
+    return model.to(torch.device(cfg.MODEL.DEVICE))

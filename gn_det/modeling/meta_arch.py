@@ -1,0 +1,57 @@
+"""The detectors: torchvision's FasterRCNN / MaskRCNN assembled from gn_det's backbone, RPN and heads."""
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN as _TorchvisionGeneralizedRCNN
+
+from .registry import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+from .roi_heads import build_roi_heads
+from .rpn import build_rpn
+from .transform import RCNNTransform
+
+
+class _Assembled:
+    """Mixin: build from ready parts instead of torchvision's constructor (which builds its own parts).
+
+    torchvision's FasterRCNN/MaskRCNN __init__ only creates defaults and then calls
+    GeneralizedRCNN.__init__(backbone, rpn, roi_heads, transform); we call the latter directly with
+    the parts the config built, so the result is a true FasterRCNN/MaskRCNN with torchvision's forward.
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module) -> None:
+        _TorchvisionGeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
+
+
+class GNFasterRCNN(_Assembled, FasterRCNN):
+    """torchvision FasterRCNN built from config parts (gn_det backbone, RPN head, box head)."""
+
+
+class GNMaskRCNN(_Assembled, MaskRCNN):
+    """torchvision MaskRCNN built from config parts (gn_det backbone, RPN head, box and mask heads)."""
+
+
+def build_transform(cfg) -> RCNNTransform:
+    """The resize/normalize/batch step of INPUT.* and MODEL.PIXEL_MEAN/STD."""
+    if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+        raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB', got {cfg.INPUT.FORMAT!r}")
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        if len(cfg.MODEL[key]) != 3:
+            raise ValueError(f"MODEL.{key} needs 3 values (one per channel, INPUT.FORMAT order), got {cfg.MODEL[key]}")
+    i = cfg.INPUT
+    min_size_train = [i.MIN_SIZE_TRAIN] if isinstance(i.MIN_SIZE_TRAIN, int) else list(i.MIN_SIZE_TRAIN)
+    return RCNNTransform(min_size_train, i.MAX_SIZE_TRAIN, i.MIN_SIZE_TEST, i.MAX_SIZE_TEST,
+                         cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+
+
+@META_ARCH_REGISTRY.register("GeneralizedRCNN")
+def build_generalized_rcnn(cfg) -> FasterRCNN:
+    """Faster R-CNN, or Mask R-CNN with MODEL.MASK_ON: backbone of MODEL.BACKBONE.NAME, RPN, RoI heads."""
+    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME, key="MODEL.BACKBONE.NAME")(cfg)
+    if not isinstance(getattr(backbone, "out_channels", None), int):
+        raise TypeError(f"Backbone {cfg.MODEL.BACKBONE.NAME!r} must have an int attribute out_channels "
+                        "(see BACKBONE_REGISTRY's contract)")
+    rpn = build_rpn(cfg, backbone.out_channels)
+    roi_heads = build_roi_heads(cfg, backbone.out_channels)
+    model_class = GNMaskRCNN if cfg.MODEL.MASK_ON else GNFasterRCNN
+    return model_class(backbone, rpn, roi_heads, build_transform(cfg))

@@ -1,0 +1,108 @@
+"""Region Proposal Network: torchvision's RPN (anchors, matching, sampling, losses, NMS) with a head
+whose 3x3 conv may take a norm (MODEL.RPN.HEAD_NORM), reading only MODEL.RPN.IN_FEATURES."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork
+
+
+class RPNHead(nn.Module):
+    """Shared 3x3 conv (+ optional ``conv_norm``) + ReLU, then objectness and box-delta 1x1 convs.
+
+    Names follow docs/INTERFACES.md: ``conv``, ``conv_norm``, ``cls_logits``, ``bbox_pred``.
+    Init as detectron2/torchvision: normal(std=0.01), bias 0.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, norm: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=norm is None)
+        self.conv_norm = norm
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Per level: objectness logits (N, A, H, W) and box deltas (N, 4A, H, W), as torchvision's RPNHead."""
+        logits, deltas = [], []
+        for x in features:
+            x = self.conv(x)
+            if self.conv_norm is not None:
+                x = self.conv_norm(x)
+            x = F.relu(x)
+            logits.append(self.cls_logits(x))
+            deltas.append(self.bbox_pred(x))
+        return logits, deltas
+
+
+class RPN(RegionProposalNetwork):
+    """torchvision's RegionProposalNetwork over the named feature maps only (MODEL.RPN.IN_FEATURES)."""
+
+    def __init__(self, in_features: List[str], *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_features = list(in_features)
+
+    def forward(self, images, features: Dict[str, torch.Tensor], targets=None):  # type: ignore[override]
+        """Proposals per image and the RPN losses (training), as torchvision's RPN."""
+        missing = [f for f in self.in_features if f not in features]
+        if missing:
+            raise KeyError(f"MODEL.RPN.IN_FEATURES {missing} not in the backbone's outputs {list(features)}")
+        selected = OrderedDict((f, features[f]) for f in self.in_features)
+        return super().forward(images, selected, targets)
+
+
+def build_anchor_generator(cfg) -> AnchorGenerator:
+    """Anchors of MODEL.ANCHOR_GENERATOR: SIZES per level; ASPECT_RATIOS (h/w) per level or one for all."""
+    sizes = [tuple(float(s) for s in level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
+    ratios = [tuple(float(r) for r in level) for level in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS]
+    num_levels = len(cfg.MODEL.RPN.IN_FEATURES)
+    if len(sizes) != num_levels:
+        raise ValueError(f"MODEL.ANCHOR_GENERATOR.SIZES has {len(sizes)} levels but MODEL.RPN.IN_FEATURES has "
+                         f"{num_levels} ({list(cfg.MODEL.RPN.IN_FEATURES)}); give one list of sizes per level")
+    if len(ratios) == 1:
+        ratios = ratios * num_levels
+    if len(ratios) != num_levels:
+        raise ValueError(f"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS must have 1 or {num_levels} lists, got {len(ratios)}")
+    per_location = {len(s) * len(r) for s, r in zip(sizes, ratios)}
+    if len(per_location) != 1:
+        raise ValueError("MODEL.ANCHOR_GENERATOR: every level needs the same number of anchors per location "
+                         f"(len(SIZES[i]) * len(ASPECT_RATIOS[i])), got {sorted(per_location)}")
+    return AnchorGenerator(tuple(sizes), tuple(ratios))
+
+
+def build_rpn(cfg, in_channels: int) -> RPN:
+    """torchvision's RPN with the thresholds, sample sizes and top-k of MODEL.RPN."""
+    from gn_det.layers import get_norm
+
+    from gn_det.config import norm_options_from_cfg
+
+    rpn = cfg.MODEL.RPN
+    anchors = build_anchor_generator(cfg)
+    norm = get_norm(rpn.HEAD_NORM, in_channels, norm_options_from_cfg(cfg), key="MODEL.RPN.HEAD_NORM")
+    head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], norm)
+    bg_thresh, fg_thresh = split_iou_thresholds(rpn.IOU_THRESHOLDS, "MODEL.RPN.IOU_THRESHOLDS")
+    return RPN(
+        rpn.IN_FEATURES, anchors, head, fg_iou_thresh=fg_thresh, bg_iou_thresh=bg_thresh,
+        batch_size_per_image=rpn.BATCH_SIZE_PER_IMAGE, positive_fraction=rpn.POSITIVE_FRACTION,
+        pre_nms_top_n=dict(training=rpn.PRE_NMS_TOPK_TRAIN, testing=rpn.PRE_NMS_TOPK_TEST),
+        post_nms_top_n=dict(training=rpn.POST_NMS_TOPK_TRAIN, testing=rpn.POST_NMS_TOPK_TEST),
+        nms_thresh=rpn.NMS_THRESH,
+    )
+
+
+def split_iou_thresholds(values, key: str) -> Tuple[float, float]:
+    """(bg below, fg at or above) from detectron2's IOU_THRESHOLDS: [t] means both are t."""
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2 and values[0] <= values[1]:
+        return values[0], values[1]
+    raise ValueError(f"{key} must be [t] or [bg_below, fg_at_or_above] with bg <= fg, got {values}")
