@@ -58,7 +58,10 @@ def build_frozen_batch_norm(channels: int, options: NormOptions) -> FrozenBatchN
 
 def frozen_from_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
     """A FrozenBatchNorm2d carrying ``bn``'s eps, affine (ones/zeros if none) and running statistics."""
+    ref = bn.weight if bn.affine else bn.running_mean
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    if ref is not None:
+        frozen = frozen.to(device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
         if bn.affine:
             frozen.weight.copy_(bn.weight)
@@ -66,8 +69,7 @@ def frozen_from_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNor
         if bn.running_mean is not None:
             frozen.running_mean.copy_(bn.running_mean)
             frozen.running_var.copy_(bn.running_var)
-    ref = bn.weight if bn.affine else bn.running_mean
-    return frozen.to(ref.device) if ref is not None else frozen
+    return frozen
 
 
 def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:

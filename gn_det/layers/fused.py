@@ -28,9 +28,21 @@ def channel_sums(grad: Tensor, x: Tensor, center: Tensor) -> Tuple[Tensor, Tenso
     return dot, total
 
 
-def channel_affine(x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """Per channel of an (N, K, ...) tensor: ``(x - mean) / sqrt(var + eps) * weight + bias`` in one pass."""
-    return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+def channel_affine(x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, eps: float,
+                   out: Optional[Tensor] = None) -> Tensor:
+    """Per channel of an (N, K, ...) tensor: ``(x - mean) / sqrt(var + eps) * weight + bias`` in one pass.
+
+    ``out`` (same shape, e.g. a (1, N*C, H*W) view of a fresh (N, C, H, W) tensor) receives the result,
+    so a custom autograd Function can return that tensor itself rather than a view, which autograd would
+    forbid in-place ops on (F.relu_ after a norm).
+    """
+    if out is None:
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+    empty = x.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(
+        x, weight, bias, mean, var, False, 0.0, eps, out=out, save_mean=empty, save_invstd=empty.clone()
+    )
+    return out
 
 
 def channel_moments(x: Tensor, shift: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:

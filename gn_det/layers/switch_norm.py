@@ -105,8 +105,9 @@ class _SwitchNormFunction(torch.autograd.Function):
         ctx.mode, ctx.hw = mode, hw
         if x3.numel() == 0:
             return torch.empty_like(x)
-        y = channel_affine(x3, mean.flatten(), var.flatten(), weight.repeat(n), bias.repeat(n), mode.eps)
-        return y.view(x.shape)
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # returned itself, not a view (F.relu_ works)
+        channel_affine(x3, mean.flatten(), var.flatten(), weight.repeat(n), bias.repeat(n), mode.eps, out=y.view_as(x3))
+        return y
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> Tuple[Optional[Tensor], ...]:

@@ -152,3 +152,11 @@ def test_sn_statistics_stay_accurate_for_channels_with_a_large_mean():
     x = torch.randn(2, 4, 32, 32, dtype=torch.float64) + 10.0  # mean 10 std
     expected = sn_reference(x, *_params(sn), 1e-5)
     torch.testing.assert_close(sn(x.float()).double(), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["SN", "SyncSN", "BN", "SyncBN", "FrozenBN", "GN"])
+def test_in_place_activation_after_the_norm_trains(name):
+    norm = get_norm(name, 32).train()
+    x = torch.randn(2, 32, 3, 3, requires_grad=True)
+    torch.nn.functional.relu_(norm(x)).sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
