@@ -18,8 +18,8 @@ _C.MODEL.DEVICE = "cpu"  # "cpu" or "cuda"; the tools pick "cuda" per process wh
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # name in META_ARCH_REGISTRY
 _C.MODEL.MASK_ON = False  # add the mask head (Mask R-CNN) when True, else Faster R-CNN
 _C.MODEL.WEIGHTS = ""  # local path of weights to load (any format gn_det.checkpoint knows); "" = none
-# Pixel mean/std in the INPUT.FORMAT order and 0-255 scale. Defaults: MSRA/Caffe2 weights (BGR,
-# std 1) as in detectron2; torchvision and FAIR GN weights use RGB with ImageNet std (configs/).
+# Pixel mean/std in the INPUT.FORMAT order and 0-255 scale. Defaults: MSRA/Caffe2 and FAIR GN weights
+# (BGR, std 1) as in detectron2; torchvision and SN-author weights use RGB with ImageNet std (configs/).
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
 
