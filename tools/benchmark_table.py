@@ -52,7 +52,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if args.speed:
-            text = sys.stdin.read() if args.speed == "-" else open(args.speed, encoding="utf-8").read()
+            if args.speed == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.speed, encoding="utf-8") as f:
+                    text = f.read()
             table = build_speed_table(parse_bench_step_output(text))
         else:
             references = None
