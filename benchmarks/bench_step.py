@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Seconds per training step (forward + backward, no optimizer) of a recipe on CPU.
+
+The input is the one detectron2's CPU figures were taken on (issue 4, Speed): one 3x512x640 image
+with 3 ground-truth boxes and masks, 80 classes, random-init model, 2 threads, 2 warm-up steps.
+INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN are set to 512 / 640 so the model's resize keeps the image
+at 512x640 (detectron2 resizes in its loader, so its model saw 512x640 too).
+
+    python benchmarks/bench_step.py --config mask_rcnn_R_50_FPN_3x_frozenbn.yaml [--iters 5] [KEY VALUE ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from gn_det.config import get_cfg, resolve_config_path
+from gn_det.modeling import build_model
+
+HEIGHT, WIDTH, NUM_GT, NUM_CLASSES = 512, 640, 3, 80
+
+
+def synthetic_sample(seed: int = 0):
+    """One 0-255 image (3, 512, 640) and a target with 3 boxes, labels in 1..80 and box-filling ellipse masks."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, HEIGHT, WIDTH, generator=g) * 255
+    x1 = torch.randint(0, WIDTH // 2, (NUM_GT,), generator=g).float()
+    y1 = torch.randint(0, HEIGHT // 2, (NUM_GT,), generator=g).float()
+    w = torch.randint(32, WIDTH // 2, (NUM_GT,), generator=g).float()
+    h = torch.randint(32, HEIGHT // 2, (NUM_GT,), generator=g).float()
+    boxes = torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+    ys, xs = torch.meshgrid(torch.arange(HEIGHT).float(), torch.arange(WIDTH).float(), indexing="ij")
+    masks = torch.stack([(((xs - (b[0] + b[2]) / 2) / ((b[2] - b[0]) / 2)) ** 2
+                          + ((ys - (b[1] + b[3]) / 2) / ((b[3] - b[1]) / 2)) ** 2 <= 1) for b in boxes]).to(torch.uint8)
+    labels = torch.randint(1, NUM_CLASSES + 1, (NUM_GT,), generator=g)
+    return image, {"boxes": boxes, "labels": labels, "masks": masks}
+
+
+def bench(cfg, iters: int, warmup: int = 2) -> Dict[str, float]:
+    """Mean/stdev s/step, forward and backward means, peak RSS (MB) and parameter counts."""
+    model = build_model(cfg).train()
+    image, target = synthetic_sample()
+    fwd: List[float] = []
+    bwd: List[float] = []
+    for step in range(warmup + iters):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        losses = model([image], [{k: v.clone() for k, v in target.items()}])
+        t1 = time.perf_counter()
+        sum(losses.values()).backward()
+        t2 = time.perf_counter()
+        if step >= warmup:
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+    total = [f + b for f, b in zip(fwd, bwd)]
+    params = list(model.parameters())
+    return {
+        "s_per_step": statistics.mean(total),
+        "s_per_step_stdev": statistics.stdev(total) if len(total) > 1 else 0.0,
+        "forward_s": statistics.mean(fwd),
+        "backward_s": statistics.mean(bwd),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # ru_maxrss is KiB on Linux
+        "params_m": sum(p.numel() for p in params) / 1e6,
+        "trainable_params_m": sum(p.numel() for p in params if p.requires_grad) / 1e6,
+        "iters": iters,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    """Parse args, build the recipe with 80 classes at 512x640, time it and print one line (or JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML recipe: a path or a file name in configs/")
+    parser.add_argument("--iters", type=int, default=5, help="timed steps after the 2 warm-up steps")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    if args.iters < 1:
+        parser.error(f"--iters must be >= 1, got {args.iters}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    cfg.merge_from_file(resolve_config_path(args.config))
+    cfg.merge_from_list(list(args.opts) + [
+        "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", NUM_CLASSES,
+        "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MAX_SIZE_TRAIN", WIDTH,
+    ])
+    result = bench(cfg, args.iters)
+    result["config"] = args.config
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.config}: {result['s_per_step']:.2f} +- {result['s_per_step_stdev']:.2f} s/step "
+              f"(forward {result['forward_s']:.2f} s, backward {result['backward_s']:.2f} s), "
+              f"peak RSS {result['peak_rss_mb']:.0f} MB, params {result['params_m']:.1f} M "
+              f"({result['trainable_params_m']:.1f} M trainable), {args.iters} steps, {args.threads} threads")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Print, per part of a detector (stem, res2-res5, FPN, RPN, box head, mask head), the norm type, the
+number of norm layers, frozen/trainable and the parameter count, so one sees where a norm landed.
+
+    python tools/describe_model.py --config gn_mask_rcnn.yaml [KEY VALUE ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from gn_det.config import get_cfg, resolve_config_path
+from gn_det.modeling import build_model, describe_model_parts, format_parts_table
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """--config FILE (a path, or a bare name looked up in configs/) and KEY VALUE overrides."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", "--config-file", dest="config", default="",
+                        help="YAML recipe: a path or a file name in configs/ (default: the built-in defaults)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    """Build the model on CPU (random init) and print its per-part table; returns the text."""
+    args = parse_args(argv)
+    cfg = get_cfg()
+    if args.config:
+        cfg.merge_from_file(resolve_config_path(args.config))
+    cfg.merge_from_list(list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    text = f"config: {args.config or '(defaults)'}\n" + format_parts_table(describe_model_parts(model))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        sys.exit(f"describe_model: {exc}")
