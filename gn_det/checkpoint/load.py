@@ -62,7 +62,7 @@ def load_converted(model: nn.Module, weights: ConvertedWeights, fmt: DetectedFor
 
 def _emit(text: str) -> None:
     """Log when logging is set up (the tools' log.txt), else print so the table is always seen."""
-    if logger.isEnabledFor(logging.INFO) and logging.getLogger().handlers:
+    if logger.isEnabledFor(logging.INFO) and logger.hasHandlers():
         logger.info("\n" + text)
     else:
         print(text, flush=True)

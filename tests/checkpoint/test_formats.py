@@ -2,12 +2,15 @@
 docs/INTERFACES.md's names: the right tensors land in the right places, the report says what happened."""
 from __future__ import annotations
 
+import io
+import logging
 import re
 
 import pytest
 import torch
 
 from gn_det.checkpoint import WeightsFileError, load_weights
+from gn_det.checkpoint import load as load_module
 
 from contract_model import contract_model
 from writers import (BU, to_detectron2, to_detectron_c2_detector_blobs, to_fair_gn_pkl_blobs, to_msra_pkl_blobs, to_sn_authors, to_torchvision,
@@ -36,17 +39,20 @@ def bottom_up_keys(model):
 
 
 @pytest.mark.parametrize("wrap", [False, True])
-def test_ours_model_only_and_training_checkpoint(tmp_path, wrap, capsys):
+def test_ours_model_only_and_training_checkpoint(tmp_path, wrap, capsys, monkeypatch):
     src = randomized(contract_model())
     sd = src.state_dict()
     obj = {"model": sd, "optimizer": {"state": {}}, "iteration": 7} if wrap else sd
     torch.save(obj, tmp_path / "w.pth")
     dst = contract_model()
+    # no logging set up (a fresh logger without handlers): the table is printed
+    monkeypatch.setattr(load_module, "logger", logging.Logger("isolated"))
     report = load_weights(dst, str(tmp_path / "w.pth"))
     assert report.format.name == "gn_det"
     assert_same(src, dst, sd.keys())
     assert sorted(report.matched) == sorted(sd) and not report.missing and not report.unexpected
     out = capsys.readouterr().out
+    assert out.count("[format 'gn_det']") == 1
     assert re.search(rf"^  matched +\| +{len(sd)} \| $", out, re.M) and re.search(r"^  missing .*\| +0 \| $", out, re.M)
 
 
@@ -243,3 +249,15 @@ def test_detectron2_class_agnostic_heads_are_repeated_per_class(tmp_path):
                                    d2["roi_heads.box_predictor.bbox_pred.weight"], rtol=0, atol=0)
         torch.testing.assert_close(sd["roi_heads.mask_predictor.predictor.weight"][c],
                                    d2["roi_heads.mask_head.predictor.weight"][0], rtol=0, atol=0)
+
+
+def test_table_goes_to_the_log_when_logging_is_set_up(tmp_path, capsys, monkeypatch):
+    torch.save(randomized(contract_model()).state_dict(), tmp_path / "w.pth")
+    logger = logging.Logger("configured")  # as the tools' setup does: a handler, INFO level
+    stream = io.StringIO()
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(load_module, "logger", logger)
+    load_weights(contract_model(), str(tmp_path / "w.pth"))
+    assert stream.getvalue().count("[format 'gn_det']") == 1
+    assert "[format 'gn_det']" not in capsys.readouterr().out
