@@ -21,6 +21,7 @@ _C.MODEL.WEIGHTS = ""  # local path of weights to load (any format gn_det.checkp
 # Pixel mean/std in the INPUT.FORMAT order and 0-255 scale. Defaults: MSRA/Caffe2 and FAIR GN weights
 # (BGR, std 1) as in detectron2; torchvision and SN-author weights use RGB with ImageNet std (configs/).
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+# Divide by this after subtracting PIXEL_MEAN (1 = Caffe2 weights, whose std is folded into conv1)
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
 
 # Options shared by every norm of that kind, wherever a NORM key names it.
@@ -57,14 +58,17 @@ _C.MODEL.RESNETS.NORM = "FrozenBN"  # norm in the stem, every block and every sh
 # Norm at each bottleneck's 3x3 conv (and the stem) only, the XBN block of Huang et al. CVPR 2022;
 # "" = same as MODEL.RESNETS.NORM.
 _C.MODEL.RESNETS.NORM_3X3 = ""
-_C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # stride in the 1x1 conv (MSRA/Caffe2) vs the 3x3 (torchvision, FAIR GN)
+# Stride in the 1x1 conv (MSRA/Caffe2) vs the 3x3 (torchvision, FAIR GN)
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # 64 for R18/R34
-_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # channels of the 7x7 stem conv
 _C.MODEL.RESNETS.RES5_DILATION = 1  # 1 or 2
 _C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero the last norm's weight in each block (Goyal et al. 2017)
 
 _C.MODEL.FPN = CN()
+# ResNet stages the FPN reads, finest first (strides must double)
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+# Channels of every pyramid level P2-P6 (and so of the RPN and RoI head inputs)
 _C.MODEL.FPN.OUT_CHANNELS = 256
 _C.MODEL.FPN.NORM = ""  # norm after lateral and output convs; "" = none
 _C.MODEL.FPN.FUSE_TYPE = "sum"  # "sum" or "avg" of top-down and lateral
@@ -77,49 +81,54 @@ _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # one list 
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height / width
 
 _C.MODEL.RPN = CN()
+# Pyramid levels the RPN predicts on; one ANCHOR_GENERATOR.SIZES entry each
 _C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-_C.MODEL.RPN.NMS_THRESH = 0.7
+_C.MODEL.RPN.NMS_THRESH = 0.7  # IoU threshold of the NMS over proposals
 _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]  # [bg below, fg at or above]
 _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256  # anchors sampled per image for the RPN loss
-_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5  # target fraction of foreground anchors in those samples
 _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per FPN level
-_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # per FPN level, in eval
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image (detectron2 FPN recipes)
-_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # per image, in eval
 _C.MODEL.RPN.HEAD_NORM = ""  # norm after the RPN head's 3x3 conv; "" = none (gn_det's own key)
 
 # ---------------------------------------------------------------------------- #
 # RoI heads
 # ---------------------------------------------------------------------------- #
 _C.MODEL.ROI_HEADS = CN()
+# Detectron2's name; gn_det uses torchvision's RoIHeads with the registered box/mask heads
 _C.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
 _C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # foreground classes (no background), as in detectron2
+# Pyramid levels RoIAlign pools from (level chosen by box size, FPN paper eq. 1)
 _C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
 _C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]  # fg at or above, bg below
 _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512  # RoIs sampled per image
-_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
-_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
-_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25  # target fraction of foreground RoIs in those samples
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05  # detections below this score are dropped in eval
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5  # per-class NMS IoU threshold in eval
 _C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100  # TEST.DETECTIONS_PER_IMAGE in detectron2
 
 _C.MODEL.ROI_BOX_HEAD = CN()
 _C.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"  # name in ROI_BOX_HEAD_REGISTRY
 _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0  # 4 for the GN paper's 4conv1fc head
-_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # channels of each box-head conv
 _C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # 2fc head by default; 1 for 4conv1fc
-_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # width of each box-head fc
 _C.MODEL.ROI_BOX_HEAD.NORM = ""  # norm after each conv of the box head
-_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size for the box head
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2
+# (wx, wy, ww, wh) scaling of box deltas (Fast R-CNN's 10, 10, 5, 5)
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 _C.MODEL.ROI_MASK_HEAD = CN()
 _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"  # name in ROI_MASK_HEAD_REGISTRY
-_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4
-_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+_C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4  # 3x3 convs before the 2x deconv (4 in Mask R-CNN FPN)
+_C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # channels of each mask-head conv and the deconv
 _C.MODEL.ROI_MASK_HEAD.NORM = ""  # norm after each conv of the mask head
+# RoIAlign output size for the mask head (masks predicted at 2x this)
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
-_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2
 
 # ---------------------------------------------------------------------------- #
 # Input
@@ -127,9 +136,9 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "BGR"  # channel order the model sees: "BGR" (MSRA/Caffe2 weights) or "RGB"
 _C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge, one chosen at random per image in training
-_C.INPUT.MAX_SIZE_TRAIN = 1333
-_C.INPUT.MIN_SIZE_TEST = 800
-_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge in training
+_C.INPUT.MIN_SIZE_TEST = 800  # shortest edge in eval
+_C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longest edge in eval
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" or "none"
 _C.INPUT.MASK_FORMAT = "polygon"  # how masks are read ("polygon" or "bitmask" RLE); both decode to bitmaps
 
@@ -138,7 +147,7 @@ _C.INPUT.MASK_FORMAT = "polygon"  # how masks are read ("polygon" or "bitmask" R
 # ---------------------------------------------------------------------------- #
 _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()  # names in the dataset catalog
-_C.DATASETS.TEST = ()
+_C.DATASETS.TEST = ()  # evaluated in order; results under OUTPUT_DIR/inference/<name>
 # COCO-format datasets registered from YAML: a list of [NAME, JSON_FILE, IMAGE_ROOT] (gn_det's own)
 _C.DATASETS.REGISTER_COCO = []
 
@@ -153,24 +162,24 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images with no (n
 _C.SOLVER = CN()
 _C.SOLVER.IMS_PER_BATCH = 16  # total over all processes; each takes IMS_PER_BATCH / world size
 _C.SOLVER.BASE_LR = 0.02  # for 16 images per step (linear scaling rule, Goyal et al. 2017)
-_C.SOLVER.MOMENTUM = 0.9
-_C.SOLVER.NESTEROV = False
-_C.SOLVER.WEIGHT_DECAY = 0.0001
+_C.SOLVER.MOMENTUM = 0.9  # SGD momentum
+_C.SOLVER.NESTEROV = False  # Nesterov momentum
+_C.SOLVER.WEIGHT_DECAY = 0.0001  # L2 on weights (not norms, see WEIGHT_DECAY_NORM)
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0  # for norm parameters (BN/GN/SN affine, SN importance weights)
-_C.SOLVER.BIAS_LR_FACTOR = 1.0
+_C.SOLVER.BIAS_LR_FACTOR = 1.0  # LR multiplier for biases
 _C.SOLVER.MAX_ITER = 90000  # 1x schedule at 16 images per step
 _C.SOLVER.STEPS = (60000, 80000)  # iterations where the LR is multiplied by GAMMA
-_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.GAMMA = 0.1  # LR factor at each of STEPS
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000  # LR starts at BASE_LR * WARMUP_FACTOR
 _C.SOLVER.WARMUP_ITERS = 1000  # linear warmup length; 0 = no warmup
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
 _C.SOLVER.AMP = CN({"ENABLED": False})  # mixed precision (CUDA only)
 _C.SOLVER.CLIP_GRADIENTS = CN()
-_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before each step
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "norm" (global L2) or "value"
-_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
-_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # max norm (CLIP_TYPE norm) or max abs value (CLIP_TYPE value)
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for CLIP_TYPE norm
 
 # ---------------------------------------------------------------------------- #
 # Test
@@ -186,4 +195,4 @@ _C.TEST.PRECISE_BN.NUM_ITER = 200  # batches used for that
 # ---------------------------------------------------------------------------- #
 _C.OUTPUT_DIR = "./output"  # config.yaml, metrics.json, checkpoints, inference/ go here
 _C.SEED = -1  # < 0 = a random seed, logged; >= 0 = deterministic
-_C.CUDNN_BENCHMARK = False
+_C.CUDNN_BENCHMARK = False  # let cuDNN pick conv algorithms (faster, not deterministic)
