@@ -1,6 +1,6 @@
 """Fine-tuning on a dataset with another class count is a config change: a detector trained on shapes
 with N=4 classes fine-tunes on a 2-class relabelling; the predictors are re-initialised, everything
-else loads, training runs and AP is evaluated (about 20 s on 2 cores)."""
+else loads, training runs and AP is evaluated."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import pytest
 import torch
 
 from gn_det.checkpoint import load_weights
@@ -41,6 +42,7 @@ def relabel_round_vs_angular(src_json: str, dst_json: str) -> None:
         json.dump(data, f)
 
 
+@pytest.mark.slow  # two short training runs + evaluation: 20-40 s on 2 shared cores
 def test_finetune_with_another_class_count(tmp_path):
     root = tmp_path / "shapes"
     generate_shapes_dataset(str(root), num_train=6, num_val=3, size=64, seed=2)

@@ -180,8 +180,11 @@ def test_sn_authors_checkpoint_reproduces_the_model(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
 def test_detectron2_mask_rcnn_reproduces_detections(tmp_path, suffix):
+    # names and class layout do not depend on size: a small R-18 FPN Mask R-CNN keeps this fast
     cfg = cfg_for("msra_caffe2.yaml", "MODEL.MASK_ON", True, "MODEL.ROI_HEADS.NUM_CLASSES", 3,
-                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "MODEL.RPN.POST_NMS_TOPK_TEST", 50)
+                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0, "MODEL.RPN.POST_NMS_TOPK_TEST", 50,
+                  "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.FPN.OUT_CHANNELS", 32,
+                  "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 32)
     torch.manual_seed(0)
     src = build_model(cfg).eval()
     randomized(src, seed=5)
