@@ -127,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             where = f"CPU, {args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name()
             print(f"\nms per forward+backward ({args.stat} of {args.repeat}), ratio to GN in parentheses; {where}; "
                   f"torch {torch.__version__}")
-            print(run_table(names, args.shapes, device, args.repeat, args.warmup, STATS[args.stat]), flush=True)
+            load_before = os.getloadavg()[0]
+            print(run_table(names, args.shapes, device, args.repeat, args.warmup, STATS[args.stat]))
+            # Other jobs inflate and scatter the times: a load above the core count means a noisy table.
+            print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     finally:
         dist.destroy_process_group()
 
