@@ -33,6 +33,16 @@ class ShiftRow:
     mean_shift: float
     var_shift: float
 
+    @property
+    def mean_shift_rms(self) -> float:
+        """The mean shift per channel (l2 norm / sqrt(C)), comparable across layers of different width."""
+        return self.mean_shift / max(self.channels, 1) ** 0.5
+
+    @property
+    def var_shift_rms(self) -> float:
+        """The variance shift per channel (l2 norm / sqrt(C))."""
+        return self.var_shift / max(self.channels, 1) ** 0.5
+
 
 def layer_kind(module: nn.Module) -> Optional[str]:
     """"BN", "SyncBN", "FrozenBN" or "SN-BN" for layers that keep running statistics; else None.
@@ -158,5 +168,8 @@ def shift_table(rows: Sequence[ShiftRow]) -> Table:
         Column("channels", "C", None, True),
         Column("mean_shift", "||mean shift||", 4, True),
         Column("var_shift", "||var shift||", 4, True),
+        Column("mean_shift_rms", "mean shift/sqrt(C)", 4, True),
+        Column("var_shift_rms", "var shift/sqrt(C)", 4, True),
     ]
-    return Table(columns=columns, rows=[vars(r).copy() for r in rows], title="BN estimation shift")
+    table_rows = [dict(vars(r), mean_shift_rms=r.mean_shift_rms, var_shift_rms=r.var_shift_rms) for r in rows]
+    return Table(columns=columns, rows=table_rows, title="BN estimation shift")
