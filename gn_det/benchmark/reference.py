@@ -80,3 +80,26 @@ def references_for(config_name: str, rows: List[ReferenceRow]) -> List[Reference
     """The reference rows published for the recipe ``config_name`` (a config file stem), in file order."""
     stem = os.path.splitext(os.path.basename(config_name))[0]
     return [row for row in rows if row.config == stem]
+
+
+def config_lineage(config_file: str, max_depth: int = 8) -> List[str]:
+    """Stems of ``config_file`` and of its single ``_BASE_`` ancestors: an alias such as
+    configs/gn_mask_rcnn.yaml (``_BASE_: mask_rcnn_R_50_FPN_3x_gn.yaml``) then finds its recipe's numbers.
+    A list-valued _BASE_ (a recipe combined with a shrink, as configs/tiny/ does) ends the chain: the
+    shrunk cell is not the published recipe. Unreadable files end it too.
+    """
+    import yaml
+
+    names: List[str] = []
+    path: Optional[str] = config_file
+    while path and len(names) < max_depth:
+        names.append(os.path.splitext(os.path.basename(path))[0])
+        if not os.path.isfile(path):
+            break
+        try:
+            with open(path, encoding="utf-8") as f:
+                base = (yaml.safe_load(f) or {}).get("_BASE_")
+        except (OSError, yaml.YAMLError, AttributeError):
+            break
+        path = os.path.join(os.path.dirname(path), base) if isinstance(base, str) else None
+    return names

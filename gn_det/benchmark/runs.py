@@ -48,6 +48,8 @@ class RunRecord:
     config: Dict[str, Any]
     # stem of the config file the run was trained from (matches published numbers); run name if unknown
     config_name: str = ""
+    # that config file as the training command line gave it (None when log.txt does not show it)
+    config_file: Optional[str] = None
     train_lines: List[Dict[str, Any]] = field(default_factory=list)
     world_size: Optional[int] = None
     # {dataset name: {"bbox": {...}, "segm": {...}}}, in percent, as the evaluator wrote them
@@ -188,6 +190,7 @@ def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
         name=run_name,
         config=config,
         config_name=config_name,
+        config_file=None if name else config_file,
         train_lines=lines,
         world_size=_world_size(lines) or logged_world,
         results=_read_results(run_dir),

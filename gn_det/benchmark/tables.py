@@ -6,10 +6,11 @@ AP/AP50/AP75, training seconds per iteration (median of metrics.json "time") and
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from .formatting import Column, Table
-from .reference import ReferenceRow, references_for
+from .reference import ReferenceRow, config_lineage, references_for
 from .runs import RunRecord, as_float
 
 # detectron2's 1x schedule: 90k iterations at 16 images (MODEL_ZOO.md "Common Settings").
@@ -140,6 +141,30 @@ def reference_row(ref: ReferenceRow) -> Dict[str, Any]:
     return row
 
 
+def _resolve_config_file(path: str) -> str:
+    """The run's config file as logged, or its path under the repo's configs/ (bare names, as the tools)."""
+    if os.path.isfile(path):
+        return path
+    try:
+        from gn_det.config import resolve_config_path
+
+        return resolve_config_path(path)
+    except Exception:  # unknown file: the stem alone still matches
+        return path
+
+
+def matching_references(record: RunRecord, references: Sequence[ReferenceRow]) -> List[ReferenceRow]:
+    """Published rows for the run's config: its own name first, else the nearest single-_BASE_ ancestor."""
+    names = [record.config_name or record.name]
+    if record.config_file:
+        names += config_lineage(_resolve_config_file(record.config_file))[1:]
+    for name in names:
+        found = references_for(name, list(references))
+        if found:
+            return found
+    return []
+
+
 def build_ap_table(
     records: Sequence[RunRecord], references: Optional[Sequence[ReferenceRow]] = None, title: str = ""
 ) -> Table:
@@ -148,6 +173,6 @@ def build_ap_table(
     for record in records:
         rows.extend(run_rows(record))
         if references is not None:
-            rows.extend(reference_row(ref) for ref in references_for(record.config_name or record.name, list(references)))
+            rows.extend(reference_row(ref) for ref in matching_references(record, references))
     columns = AP_COLUMNS + ([SOURCE_COLUMN] if references is not None else [])
     return Table(columns=columns, rows=rows, title=title)

@@ -145,3 +145,15 @@ def test_null_and_nan_metrics_are_missing(tmp_path, capsys):
     run = write_run(tmp_path, "empty", norm="GN", ims_per_batch=2, max_iter=20, times=[0.3], results=results)
     (row,) = csv_rows(run_tool([run, "--format", "csv"], capsys))
     assert (row["box AP"], row["box AP50"], row["box AP75"], row["mask AP"], row["mask AP75"]) == ("", "", "3.5", "", "")
+
+
+def test_alias_config_finds_its_recipe_through_base(tmp_path, capsys):
+    """A run trained from an alias file (single _BASE_ to a recipe) gets that recipe's published rows."""
+    (tmp_path / "mask_rcnn_R_50_FPN_3x_gn.yaml").write_text("MODEL:\n  MASK_ON: True\n")
+    alias = tmp_path / "my_gn.yaml"
+    alias.write_text('_BASE_: "mask_rcnn_R_50_FPN_3x_gn.yaml"\n')
+    run = write_run(tmp_path, "r", norm="GN", ims_per_batch=2, max_iter=20, times=[0.3], results=RUN_A_RESULTS)
+    with open(os.path.join(run, "log.txt"), "w") as f:
+        f.write(f"[x]: Rank 0 of 2; command line: tools/train_net.py --config-file {alias} --num-gpus 2\n")
+    rows = csv_rows(run_tool([run, "--reference", "--format", "csv"], capsys))
+    assert len(rows) > 1 and {r["run"] for r in rows[1:]} == {"mask_rcnn_R_50_FPN_3x_gn (published)"}
