@@ -15,5 +15,4 @@ def freeze_module(module: nn.Module) -> nn.Module:
 
     for param in module.parameters():
         param.requires_grad_(False)
-    frozen = freeze_norms(module)
-    return module if frozen is None else frozen
+    return freeze_norms(module)
