@@ -77,10 +77,18 @@ def main(args):
             raise ValueError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
         model = build_model(cfg)
         load_model_weights(model, cfg.MODEL.WEIGHTS)
-        return DefaultTrainer.test(cfg, model)
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+        results = DefaultTrainer.test(cfg, model)
+    else:
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    if comm.is_main_process():
+        for name, res in results.items():
+            summary = ", ".join(f"{label} AP {res[task]['AP']:.1f}" for task, label in (("bbox", "box"), ("segm", "mask"))
+                                if task in res)
+            logger.info("%s: %s (percent; details in %s)", name, summary,
+                        os.path.join(cfg.OUTPUT_DIR, "inference", name, "metrics.json"))
+    return results
 
 
 def preflight(args) -> None:
