@@ -1,29 +1,41 @@
 """The speed/memory table of ``benchmarks/bench_step.py`` output, in the same formats as the AP table.
 
-bench_step.py (the modeling engineer's) prints its measurements; we read either its JSON (a list of
-records, ``{"results": [...]}``, or one JSON object per line) or its plain lines of ``key=value``
-fields, and show every field it reports, in the order it reports them.
+bench_step.py prints one measurement per run: a JSON object with ``--json`` (several runs appended
+to one file make JSON lines) or one plain line. We read JSON (a record, a list of records,
+``{"results": [...]}`` or JSON lines), bench_step.py's plain lines, or ``key=value`` lines, and show
+every field reported, config first.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List
 
 from .formatting import Column, Table
 
-# Headers for the fields bench_step.py is known to report; other fields keep their own name.
-KNOWN_HEADERS = {
-    "norm": "norm",
-    "config": "config",
-    "ims_per_gpu": "im/GPU",
-    "batch": "im/GPU",
-    "device": "device",
-    "s_per_iter": "s/iter",
-    "time": "s/iter",
-    "median_s_per_iter": "s/iter (median)",
-    "peak_mem_mb": "peak mem (MB)",
-    "peak_memory_mb": "peak mem (MB)",
+# Headers and decimals of the fields bench_step.py reports (its --json record); other fields keep
+# their own name, floats get 3 decimals. "config" leads the table.
+KNOWN_FIELDS = {
+    "config": ("config", None),
+    "norm": ("norm", None),
+    "s_per_step": ("s/step", 3),
+    "s_per_step_stdev": ("+- (stdev)", 3),
+    "forward_s": ("forward (s)", 3),
+    "backward_s": ("backward (s)", 3),
+    "peak_rss_mb": ("peak RSS (MB)", 0),
+    "peak_mem_mb": ("peak mem (MB)", 0),
+    "params_m": ("params (M)", 1),
+    "trainable_params_m": ("trainable (M)", 1),
+    "iters": ("steps", None),
 }
+# bench_step.py's plain line: "<config>: 3.44 +- 0.05 s/step (forward 1.20 s, backward 2.24 s), peak RSS
+# 1800 MB, params 44.2 M (44.0 M trainable), 5 steps, 2 threads"
+_PLAIN_LINE = re.compile(
+    r"^(?P<config>\S+): (?P<s_per_step>[\d.]+) \+- (?P<s_per_step_stdev>[\d.]+) s/step "
+    r"\(forward (?P<forward_s>[\d.]+) s, backward (?P<backward_s>[\d.]+) s\), "
+    r"peak RSS (?P<peak_rss_mb>[\d.]+) MB, params (?P<params_m>[\d.]+) M "
+    r"\((?P<trainable_params_m>[\d.]+) M trainable\), (?P<iters>\d+) steps"
+)
 
 
 class SpeedParseError(ValueError):
@@ -67,6 +79,10 @@ def parse_bench_step_output(text: str) -> List[Dict[str, Any]]:
                 continue
             except json.JSONDecodeError:
                 pass
+        plain = _PLAIN_LINE.match(line)
+        if plain:
+            records.append({k: _value(v) for k, v in plain.groupdict().items()})
+            continue
         fields = [tok for tok in line.replace(",", " ").split() if "=" in tok]
         if fields:
             records.append({k: _value(v) for k, _, v in (tok.partition("=") for tok in fields)})
@@ -77,13 +93,13 @@ def parse_bench_step_output(text: str) -> List[Dict[str, Any]]:
 
 def build_speed_table(records: List[Dict[str, Any]], title: str = "") -> Table:
     """A table with one column per reported field (floats to 3 decimals, memory to whole MB)."""
-    keys: List[str] = []
+    keys: List[str] = ["config"] if any("config" in r for r in records) else []
     for record in records:
         keys.extend(k for k in record if k not in keys)
     columns = []
     for key in keys:
         numeric = any(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in records)
         is_float = any(isinstance(r.get(key), float) for r in records)
-        decimals = (0 if "mem" in key else 3) if is_float else None
-        columns.append(Column(key, KNOWN_HEADERS.get(key, key), decimals, numeric))
+        header, decimals = KNOWN_FIELDS.get(key, (key, 3 if is_float else None))
+        columns.append(Column(key, header, decimals, numeric))
     return Table(columns=columns, rows=[dict(r) for r in records], title=title)

@@ -115,14 +115,21 @@ def test_bad_run_dir_is_reported(tmp_path, capsys):
     assert "has no config.yaml: pass the OUTPUT_DIR of a run of tools/train_net.py" in capsys.readouterr().err
 
 
-def test_speed_table_from_bench_step_json(tmp_path, capsys):
-    records = [{"norm": "GN", "ims_per_gpu": 1, "s_per_iter": 0.51234, "peak_mem_mb": 812.4},
-               {"norm": "BN", "ims_per_gpu": 1, "s_per_iter": 0.4}]
-    path = tmp_path / "step.json"
-    path.write_text(json.dumps(records))
+def test_speed_table_from_bench_step_output(tmp_path, capsys):
+    """bench_step.py --json records (JSON lines) and its plain line give the same table fields."""
+    record = {"s_per_step": 8.4712, "s_per_step_stdev": 0.1, "forward_s": 3.0, "backward_s": 5.4712,
+              "peak_rss_mb": 2500.4, "params_m": 46.12, "trainable_params_m": 46.0, "iters": 5,
+              "config": "mask_rcnn_R_50_FPN_3x_gn.yaml"}
+    plain = ("mask_rcnn_R_50_FPN_3x_frozenbn.yaml: 3.44 +- 0.05 s/step (forward 1.20 s, backward 2.24 s), "
+             "peak RSS 1800 MB, params 44.2 M (44.0 M trainable), 5 steps, 2 threads")
+    path = tmp_path / "step.txt"
+    path.write_text(json.dumps(record) + "\n" + plain + "\n" + json.dumps({"config": "partial.yaml"}) + "\n")
     rows = csv_rows(run_tool(["--speed", str(path), "--format", "csv"], capsys))
-    assert rows[0]["norm"] == "GN" and float(rows[0]["s/iter"]) == pytest.approx(0.512, abs=1e-9)
-    assert rows[1]["peak mem (MB)"] == ""  # not measured for that row
+    assert [r["config"] for r in rows] == ["mask_rcnn_R_50_FPN_3x_gn.yaml", "mask_rcnn_R_50_FPN_3x_frozenbn.yaml",
+                                           "partial.yaml"]
+    assert (rows[0]["s/step"], rows[0]["peak RSS (MB)"], rows[0]["params (M)"]) == ("8.471", "2500", "46.1")
+    assert (rows[1]["s/step"], rows[1]["forward (s)"], rows[1]["steps"]) == ("3.440", "1.200", "5")
+    assert rows[2]["s/step"] == "" and rows[2]["peak RSS (MB)"] == ""  # not measured: empty, not 0
 
 
 def test_world_size_and_config_name_from_train_net_log(tmp_path, capsys):
