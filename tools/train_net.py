@@ -76,7 +76,7 @@ def main(args):
         if not cfg.MODEL.WEIGHTS:
             raise ValueError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
         model = build_model(cfg)
-        load_model_weights(model, cfg.MODEL.WEIGHTS)
+        load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg)
         results = DefaultTrainer.test(cfg, model)
     else:
         trainer = DefaultTrainer(cfg)

@@ -108,7 +108,7 @@ class Checkpointer:
         return os.path.isfile(os.path.join(self.save_dir, LAST_CHECKPOINT))
 
     # ---------------------------------------------------------------- loading
-    def resume_or_load(self, weights: str, *, resume: bool) -> int:
+    def resume_or_load(self, weights: str, *, resume: bool, cfg=None) -> int:
         """With ``resume`` and a checkpoint in ``save_dir``: restore everything, return the next
         iteration. Otherwise load model weights from ``weights`` ("" = keep the initialization), return 0."""
         if resume and self.has_checkpoint():
@@ -116,7 +116,7 @@ class Checkpointer:
         if resume:
             logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.save_dir)
         if weights:
-            load_model_weights(unwrap_model(self.model), weights)
+            load_model_weights(unwrap_model(self.model), weights, cfg=cfg)
         return 0
 
     def resume(self, path: str) -> int:
@@ -149,28 +149,9 @@ def _read(path: str) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_model_weights(model: nn.Module, path: str) -> Any:
-    """Load weights into ``model`` (MODEL.WEIGHTS): gn_det.checkpoint.load_weights when available
-    (any known format, names mapped), else the "model" state dict of one of our checkpoints."""
-    try:
-        from gn_det.checkpoint import load_weights
-    except ImportError:
-        load_weights = None
-    if load_weights is not None:
-        return load_weights(model, path)
-    data = _read(path)
-    state = data.get("model", data)
-    own = model.state_dict()
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:5]}... (e.g. {bad[0]}: file "
-                         f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)}); check the config "
-                         "matches the one the weights were trained with")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        logger.warning("%s lacks %d model keys, left at initialization: %s", path, len(result.missing_keys),
-                       result.missing_keys[:10])
-    if result.unexpected_keys:
-        logger.warning("%s has %d keys the model does not use: %s", path, len(result.unexpected_keys),
-                       result.unexpected_keys[:10])
-    return result
+def load_model_weights(model: nn.Module, path: str, cfg=None) -> Any:
+    """Load MODEL.WEIGHTS into ``model`` with gn_det.checkpoint.load_weights (any known format, names
+    mapped, ``cfg``'s input conventions checked); returns its LoadReport."""
+    from gn_det.checkpoint.load import load_weights  # imported here: the package imports this module
+
+    return load_weights(model, path, cfg=cfg)

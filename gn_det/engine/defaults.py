@@ -156,7 +156,7 @@ class DefaultTrainer(SimpleTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a checkpoint in OUTPUT_DIR, continue from it; else load MODEL.WEIGHTS."""
-        self.start_iter = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        self.start_iter = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume, cfg=self.cfg)
 
     def build_hooks(self) -> List[hooks.HookBase]:
         """LR, precise BN, evaluation, checkpoint, writers (in that order, see gn_det.engine.hooks)."""
