@@ -47,16 +47,18 @@ def bench(cfg, iters: int, warmup: int = 2) -> Dict[str, float]:
     image, target = synthetic_sample()
     fwd: List[float] = []
     bwd: List[float] = []
+    cpu: List[float] = []  # process CPU seconds per step: less sensitive than wall time to other load
     for step in range(warmup + iters):
         model.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         losses = model([image], [{k: v.clone() for k, v in target.items()}])
         t1 = time.perf_counter()
         sum(losses.values()).backward()
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if step >= warmup:
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
+            cpu.append(c2 - c0)
     total = [f + b for f, b in zip(fwd, bwd)]
     params = list(model.parameters())
     return {
@@ -64,6 +66,7 @@ def bench(cfg, iters: int, warmup: int = 2) -> Dict[str, float]:
         "s_per_step_stdev": statistics.stdev(total) if len(total) > 1 else 0.0,
         "forward_s": statistics.mean(fwd),
         "backward_s": statistics.mean(bwd),
+        "cpu_s_per_step": statistics.mean(cpu),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # ru_maxrss is KiB on Linux
         "params_m": sum(p.numel() for p in params) / 1e6,
         "trainable_params_m": sum(p.numel() for p in params if p.requires_grad) / 1e6,
@@ -96,7 +99,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         print(json.dumps(result))
     else:
         print(f"{args.config}: {result['s_per_step']:.2f} +- {result['s_per_step_stdev']:.2f} s/step "
-              f"(forward {result['forward_s']:.2f} s, backward {result['backward_s']:.2f} s), "
+              f"(forward {result['forward_s']:.2f} s, backward {result['backward_s']:.2f} s; "
+              f"{result['cpu_s_per_step']:.2f} CPU s/step), "
               f"peak RSS {result['peak_rss_mb']:.0f} MB, params {result['params_m']:.1f} M "
               f"({result['trainable_params_m']:.1f} M trainable), {args.iters} steps, {args.threads} threads")
     return result

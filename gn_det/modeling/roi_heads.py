@@ -129,6 +129,9 @@ def _pooler(cfg, resolution: int, sampling_ratio: int) -> MultiScaleRoIAlign:
 def build_roi_heads(cfg, in_channels: int) -> RoIHeads:
     """torchvision's RoIHeads with MODEL.ROI_HEADS thresholds and the registered box (and mask) heads."""
     r, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
+    if r.NAME != "StandardROIHeads":
+        raise ValueError(f"MODEL.ROI_HEADS.NAME must be 'StandardROIHeads' (torchvision's RoIHeads; choose the heads "
+                         f"with MODEL.ROI_BOX_HEAD.NAME / MODEL.ROI_MASK_HEAD.NAME), got {r.NAME!r}")
     box_head = ROI_BOX_HEAD_REGISTRY.get(box.NAME, key="MODEL.ROI_BOX_HEAD.NAME")(cfg, in_channels, box.POOLER_RESOLUTION)
     mask_pool: Optional[nn.Module] = None
     mask_head: Optional[nn.Module] = None

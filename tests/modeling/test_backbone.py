@@ -152,6 +152,8 @@ BAD_BACKBONE = [
     (["MODEL.FPN.NORM", "GN", "MODEL.FPN.OUT_CHANNELS", 250], ValueError, "MODEL.GN.NUM_GROUPS"),
     (["MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64]]], ValueError,
      "MODEL.ANCHOR_GENERATOR.SIZES has 2 levels but MODEL.RPN.IN_FEATURES has 5"),
+    (["MODEL.ROI_HEADS.NAME", "CascadeROIHeads"], ValueError,
+     "MODEL.ROI_HEADS.NAME must be 'StandardROIHeads' (torchvision's RoIHeads; choose the heads with"),
     (["MODEL.BACKBONE.NAME", "build_vit_backbone"], KeyError,
      "Unknown BACKBONE name 'build_vit_backbone' (from MODEL.BACKBONE.NAME). Registered names:"),
 ]
