@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from gn_det.layers import freeze_norms
+
 
 def freeze_module(module: nn.Module) -> nn.Module:
     """Return ``module`` frozen: no parameter takes a gradient and every norm is frozen too.
@@ -11,8 +13,6 @@ def freeze_module(module: nn.Module) -> nn.Module:
     without gradient), so a frozen stage's statistics do not drift in training whatever the norm
     (torchvision's freezing by requires_grad alone leaves BN running stats updating).
     """
-    from gn_det.layers import freeze_norms  # the layers engineer's entry point (docs/INTERFACES.md)
-
     for param in module.parameters():
         param.requires_grad_(False)
     return freeze_norms(module)

@@ -6,6 +6,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from gn_det.config import norm_options_from_cfg
+from gn_det.layers import get_norm
+
+# (channels, zero_init=False) -> norm module, or None for no norm
+NormFn = Callable[..., Optional[nn.Module]]
+
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d followed by an optional ``.norm`` and activation (detectron2's layers.Conv2d).
@@ -51,3 +57,13 @@ def c2_xavier_fill(module: nn.Module) -> None:
     nn.init.kaiming_uniform_(module.weight, a=1)
     if module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+def norm_fn(name: str, cfg, key: str) -> NormFn:
+    """``(channels, zero_init=False) -> norm`` for the norm ``name`` set by config key ``key``."""
+    options = norm_options_from_cfg(cfg)
+
+    def build(channels: int, zero_init: bool = False) -> Optional[nn.Module]:
+        return get_norm(name, channels, options, key=key, zero_init=zero_init)
+
+    return build

@@ -10,8 +10,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from .backbone.resnet import NormFn, norm_fn
-from .layers import Conv2d, c2_msra_fill, c2_xavier_fill
+from .layers import Conv2d, NormFn, c2_msra_fill, c2_xavier_fill, norm_fn
 from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
 

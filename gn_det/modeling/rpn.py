@@ -11,6 +11,9 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from gn_det.config import norm_options_from_cfg
+from gn_det.layers import get_norm
+
 
 class RPNHead(nn.Module):
     """Shared 3x3 conv (+ optional ``conv_norm``) + ReLU, then objectness and box-delta 1x1 convs.
@@ -80,10 +83,6 @@ def build_anchor_generator(cfg) -> AnchorGenerator:
 
 def build_rpn(cfg, in_channels: int) -> RPN:
     """torchvision's RPN with the thresholds, sample sizes and top-k of MODEL.RPN."""
-    from gn_det.layers import get_norm
-
-    from gn_det.config import norm_options_from_cfg
-
     rpn = cfg.MODEL.RPN
     anchors = build_anchor_generator(cfg)
     norm = get_norm(rpn.HEAD_NORM, in_channels, norm_options_from_cfg(cfg), key="MODEL.RPN.HEAD_NORM")

@@ -2,7 +2,6 @@
 import math
 from collections import OrderedDict
 
-import pytest
 import torch
 from torch import nn
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Conv2d, c2_xavier_fill
+from ..layers import Conv2d, NormFn, c2_xavier_fill, norm_fn
 from ..registry import BACKBONE_REGISTRY
-from .resnet import NormFn, build_resnet_backbone, norm_fn
+from .resnet import build_resnet_backbone
 
 
 class FPN(nn.Module):

@@ -9,16 +9,14 @@ ZERO_INIT_RESIDUAL zeroes) stays MODEL.RESNETS.NORM.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Conv2d, c2_msra_fill
-
-# (channels, zero_init=False) -> norm module or None (no norm)
-NormFn = Callable[..., Optional[nn.Module]]
+from ..freeze import freeze_module
+from ..layers import Conv2d, NormFn, c2_msra_fill, norm_fn
 
 # Blocks per stage res2..res5 (He et al. 2016, Table 1).
 BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
@@ -145,8 +143,6 @@ class ResNet(nn.Module):
         """Freeze the stem (freeze_at >= 1) and res2..res<freeze_at>; returns self."""
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"MODEL.BACKBONE.FREEZE_AT should be in [0, 5], got {freeze_at}")
-        from ..freeze import freeze_module
-
         if freeze_at >= 1:
             self.stem = freeze_module(self.stem)
         for index, name in enumerate(self.stage_names, start=2):
@@ -187,19 +183,6 @@ def make_stages(
         channels.append(out_channels)
         strides.append(stride_so_far)
     return stages, channels, strides
-
-
-def norm_fn(name: str, cfg, key: str) -> NormFn:
-    """``(channels, zero_init=False) -> norm`` for the norm ``name`` set by config key ``key``."""
-    from gn_det.config import norm_options_from_cfg
-    from gn_det.layers import get_norm
-
-    options = norm_options_from_cfg(cfg)
-
-    def build(channels: int, zero_init: bool = False) -> Optional[nn.Module]:
-        return get_norm(name, channels, options, key=key, zero_init=zero_init)
-
-    return build
 
 
 def _check_resnet_cfg(cfg) -> None:
