@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.torchvision_reference:
-        model, name = torchvision_reference(), "torchvision maskrcnn_resnet50_fpn"
+        model, name = torchvision_reference(), "torchvision_maskrcnn_resnet50_fpn"
     else:
         cfg = get_cfg()
         cfg.merge_from_file(resolve_config_path(args.config))
@@ -121,10 +121,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         print(json.dumps(result))
     else:
         print(f"{name}: {result['s_per_step']:.2f} +- {result['s_per_step_stdev']:.2f} s/step "
-              f"(forward {result['forward_s']:.2f} s, backward {result['backward_s']:.2f} s; "
-              f"{result['cpu_s_per_step']:.2f} CPU s/step), "
+              f"(forward {result['forward_s']:.2f} s, backward {result['backward_s']:.2f} s), "
               f"peak RSS {result['peak_rss_mb']:.0f} MB, params {result['params_m']:.1f} M "
-              f"({result['trainable_params_m']:.1f} M trainable), {args.iters} steps, {args.threads} threads")
+              f"({result['trainable_params_m']:.1f} M trainable), {args.iters} steps, {args.threads} threads, "
+              f"{result['cpu_s_per_step']:.2f} CPU s/step")
     return result
 
 

@@ -31,7 +31,12 @@ def test_synthetic_sample_is_the_issue_input():
 
 
 @pytest.mark.slow
-def test_bench_runs_on_a_tiny_recipe():
+def test_bench_runs_on_a_tiny_recipe(capsys):
+    from gn_det.benchmark.speed import parse_bench_step_output
+
     result = _bench_module().main(["--config", "tiny/mask_rcnn_R_18_FPN_gn.yaml", "--iters", "1"])
     assert result["s_per_step"] == pytest.approx(result["forward_s"] + result["backward_s"])
     assert result["params_m"] > 1 and result["peak_rss_mb"] > 100
+    # the plain line stays readable by the speed table (gn_det.benchmark.speed)
+    (parsed,) = parse_bench_step_output(capsys.readouterr().out)
+    assert parsed["config"] == "tiny/mask_rcnn_R_18_FPN_gn.yaml" and parsed["iters"] == 1
