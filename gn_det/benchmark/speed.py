@@ -22,6 +22,7 @@ KNOWN_FIELDS = {
     "s_per_step_stdev": ("+- (stdev)", 3),
     "forward_s": ("forward (s)", 3),
     "backward_s": ("backward (s)", 3),
+    "cpu_s_per_step": ("CPU s/step", 3),
     "peak_rss_mb": ("peak RSS (MB)", 0),
     "peak_mem_mb": ("peak mem (MB)", 0),
     "params_m": ("params (M)", 1),
@@ -35,6 +36,7 @@ _PLAIN_LINE = re.compile(
     r"\(forward (?P<forward_s>[\d.]+) s, backward (?P<backward_s>[\d.]+) s\), "
     r"peak RSS (?P<peak_rss_mb>[\d.]+) MB, params (?P<params_m>[\d.]+) M "
     r"\((?P<trainable_params_m>[\d.]+) M trainable\), (?P<iters>\d+) steps"
+    r"(?:, \d+ threads, (?P<cpu_s_per_step>[\d.]+) CPU s/step)?"
 )
 
 
@@ -81,7 +83,7 @@ def parse_bench_step_output(text: str) -> List[Dict[str, Any]]:
                 pass
         plain = _PLAIN_LINE.match(line)
         if plain:
-            records.append({k: _value(v) for k, v in plain.groupdict().items()})
+            records.append({k: _value(v) for k, v in plain.groupdict().items() if v is not None})
             continue
         fields = [tok for tok in line.replace(",", " ").split() if "=" in tok]
         if fields:
