@@ -41,6 +41,12 @@ class Registry(_FvcoreRegistry):
         self._do_register(obj.__name__, obj)
         return obj
 
+    def unregister(self, name: str) -> Any:
+        """Remove and return the object registered as ``name`` (tests and interactive sessions)."""
+        if name not in self._obj_map:
+            raise UnknownNameError(f"{name!r} is not registered in the {self._name} registry")
+        return self._obj_map.pop(name)
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
         return sorted(self._obj_map)

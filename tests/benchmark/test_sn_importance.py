@@ -41,7 +41,6 @@ def test_shares_match_softmax_of_parameters(seed):
     assert table.rows[1].get("mean_BN") is None  # no BN branch: missing, not 0
 
 
-@pytest.mark.skipif("SN" not in NORM_REGISTRY.names(), reason="the layers engineer's SN is not registered yet")
 @pytest.mark.parametrize("use_bn", [True, False])
 def test_shares_of_registered_sn(use_bn):
     torch.manual_seed(0)

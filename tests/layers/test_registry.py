@@ -41,7 +41,7 @@ def test_user_registered_norm_is_usable_by_name_and_recognized():
         assert isinstance(norm, ScaleOnly) and is_norm(norm)
         assert norm_layer("TestScaleOnly")(6).weight.shape == (6,)
     finally:
-        NORM_REGISTRY._obj_map.pop("TestScaleOnly")
+        NORM_REGISTRY.unregister("TestScaleOnly")
     with pytest.raises(ValueError, match="already registered"):
         NORM_REGISTRY.register("GN")(lambda c, options: None)
 

@@ -2,6 +2,7 @@
 import math
 from collections import OrderedDict
 
+import pytest
 import torch
 from torch import nn
 
@@ -97,8 +98,6 @@ class _ScaleNorm(nn.Module):
         return x / x.pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-5).sqrt() * self.weight[:, None, None]
 
 
-if "TestScaleNorm" not in NORM_REGISTRY.names():
-    NORM_REGISTRY.register("TestScaleNorm")(lambda channels, options: _ScaleNorm(channels))
 
 
 class _TinyBackbone(nn.Module):
@@ -115,11 +114,17 @@ class _TinyBackbone(nn.Module):
         return OrderedDict((f"p{k}", nn.functional.max_pool2d(p2, 2 ** (k - 2)) if k > 2 else p2) for k in range(2, 7))
 
 
-if "test_tiny_backbone" not in BACKBONE_REGISTRY.names():
+@pytest.fixture
+def user_norm_and_backbone():
+    """Register a user norm and backbone for one test, and remove them after it (global registries)."""
+    NORM_REGISTRY.register("TestScaleNorm")(lambda channels, options: _ScaleNorm(channels))
     BACKBONE_REGISTRY.register("test_tiny_backbone")(lambda cfg: _TinyBackbone(cfg.MODEL.FPN.OUT_CHANNELS))
+    yield
+    NORM_REGISTRY.unregister("TestScaleNorm")
+    BACKBONE_REGISTRY.unregister("test_tiny_backbone")
 
 
-def test_user_registered_norm_and_backbone_from_yaml(tmp_path):
+def test_user_registered_norm_and_backbone_from_yaml(tmp_path, user_norm_and_backbone):
     path = tmp_path / "user.yaml"
     path.write_text('_BASE_: "%s"\nMODEL:\n  BACKBONE:\n    NAME: "test_tiny_backbone"\n  ROI_BOX_HEAD:\n'
                     '    NORM: "TestScaleNorm"\n  ROI_MASK_HEAD:\n    NORM: "TestScaleNorm"\n'
