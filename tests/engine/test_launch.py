@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from gn_det.engine.launch import find_free_port, launch
 
@@ -61,3 +62,22 @@ def test_bad_launch_arguments(kwargs, msg, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(ValueError, match=msg):
         launch(print, **kwargs)
+
+
+def test_cpu_processes_share_the_cores(monkeypatch):
+    from gn_det.engine.launch import share_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    try:
+        share_cpu_threads(4)
+        assert torch.get_num_threads() == 2
+        share_cpu_threads(16)  # more processes than cores: one thread each, never zero
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
+        torch.set_num_threads(5)
+        share_cpu_threads(4)
+        assert torch.get_num_threads() == 5
+    finally:
+        torch.set_num_threads(before)
