@@ -1,4 +1,27 @@
-"""Shared test settings: small thread count so parallel suites on 2 cores stay predictable."""
+"""Shared test settings: a fixed thread count, and logging restored after tests that set it up."""
+import logging
+
+import pytest
 import torch
 
 torch.set_num_threads(2)
+
+# Loggers that gn_det.engine.setup_logger configures (propagate off, console and log.txt handlers),
+# and their state before any test ran: module-scoped fixtures may run a tool before a test starts.
+_TOOL_LOGGERS = ("gn_det", "__main__", "train_net")
+_PRISTINE = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate,
+                    list(logging.getLogger(name).handlers)) for name in _TOOL_LOGGERS}
+
+
+@pytest.fixture(autouse=True)
+def restore_tool_loggers():
+    """Undo setup_logger after each test, so later tests' caplog sees gn_det's records."""
+    yield
+    for name, (level, propagate, handlers) in _PRISTINE.items():
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if h not in handlers:
+                lg.removeHandler(h)
+                h.close()
+        lg.setLevel(level)
+        lg.propagate = propagate
