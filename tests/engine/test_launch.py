@@ -16,8 +16,9 @@ SCRIPT = textwrap.dedent("""
     from gn_det.evaluation import comm
 
     def main(tag):
-        print(tag, comm.get_rank(), comm.get_world_size(), dist.get_backend(), comm.all_gather(comm.get_rank() * 10),
-              flush=True)
+        line = f"{tag} {comm.get_rank()} {comm.get_world_size()} {dist.get_backend()} {comm.all_gather(comm.get_rank() * 10)}\\n"
+        sys.stdout.write(line)  # one small write per process: lines of two processes cannot interleave
+        sys.stdout.flush()
 
     if __name__ == "__main__":
         launch(main, int(sys.argv[1]), args=(sys.argv[2],))
