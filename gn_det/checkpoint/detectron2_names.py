@@ -15,7 +15,7 @@ Backbone-only detectron2 files (e.g. converted by detectron2's convert-torchvisi
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -44,6 +44,16 @@ def rename_detectron2_key(name: str) -> str:
     return name
 
 
+def _add_background_rows(t: torch.Tensor, rows: int, num_classes: Optional[int], label: str, unit: str):
+    """(K*rows or rows, ...) class rows -> ((K+1)*rows, ...): a class-agnostic block is repeated for every
+    class and the background; class-specific rows get an all-zero background block in front."""
+    if t.shape[0] == rows and num_classes not in (None, 1):  # class-agnostic
+        note = f"{label}: class-agnostic {unit} repeated for {num_classes} classes + background"
+        return t.repeat((num_classes + 1,) + (1,) * (t.dim() - 1)), note
+    note = f"{label}: {unit} of {t.shape[0] // rows} classes, background {unit} (zeros) prepended"
+    return torch.cat([t.new_zeros((rows,) + t.shape[1:]), t]), note
+
+
 def to_torchvision_class_layout(tensors: Dict[str, torch.Tensor]) -> List[str]:
     """Convert detectron2's predictor tensors (already renamed) in place; return notes for the report."""
     notes: List[str] = []
@@ -56,26 +66,10 @@ def to_torchvision_class_layout(tensors: Dict[str, torch.Tensor]) -> List[str]:
                 notes.append(f"cls_score: background moved from index {t.shape[0] - 1} (detectron2) to 0")
     num_classes = tensors[CLS_SCORE + "weight"].shape[0] - 1 if CLS_SCORE + "weight" in tensors else None
     for param in ("weight", "bias"):
-        key = BBOX_PRED + param
-        if key in tensors:
-            t = tensors[key]
-            if t.shape[0] == 4 and num_classes not in (None, 1):  # class-agnostic: same deltas for every class
-                tensors[key] = t.repeat((num_classes + 1,) + (1,) * (t.dim() - 1))
-                note = f"bbox_pred: class-agnostic deltas repeated for {num_classes} classes + background"
-            else:
-                tensors[key] = torch.cat([t.new_zeros((4,) + t.shape[1:]), t])
-                note = f"bbox_pred: deltas of {t.shape[0] // 4} classes, background deltas (zeros) prepended"
-            if param == "weight":
-                notes.append(note)
-        key = MASK_PRED + param
-        if key in tensors:
-            t = tensors[key]
-            if t.shape[0] == 1 and num_classes not in (None, 1):  # class-agnostic mask
-                tensors[key] = t.repeat((num_classes + 1,) + (1,) * (t.dim() - 1))
-                note = f"mask predictor: class-agnostic channel repeated for {num_classes} classes + background"
-            else:
-                tensors[key] = torch.cat([t.new_zeros((1,) + t.shape[1:]), t])
-                note = f"mask predictor: {t.shape[0]} class channels, a background channel (zeros) prepended"
-            if param == "weight":
-                notes.append(note)
+        for prefix, rows, label, unit in ((BBOX_PRED, 4, "bbox_pred", "deltas"), (MASK_PRED, 1, "mask predictor", "channels")):
+            key = prefix + param
+            if key in tensors:
+                tensors[key], note = _add_background_rows(tensors[key], rows, num_classes, label, unit)
+                if param == "weight":
+                    notes.append(note)
     return notes

@@ -15,17 +15,23 @@ from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
 
 
+def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, dims: List[int], norm: NormFn) -> int:
+    """Add ``<prefix>1..n``: 3x3 convs (MSRA fill) each followed by its norm and ReLU; return the output channels."""
+    channels = in_channels
+    for k, dim in enumerate(dims, start=1):
+        conv = Conv2d(channels, dim, 3, padding=1, norm=norm(dim), activation=F.relu)
+        c2_msra_fill(conv)
+        module.add_module(f"{prefix}{k}", conv)
+        channels = dim
+    return channels
+
+
 class FastRCNNConvFCHead(nn.Module):
     """``conv1..n`` (3x3, norm, ReLU) then ``fc1..m`` (ReLU): the GN paper's 4conv1fc or the classic 2fc."""
 
     def __init__(self, in_channels: int, resolution: int, *, conv_dims: List[int], fc_dims: List[int], norm: NormFn) -> None:
         super().__init__()
-        channels = in_channels
-        for k, dim in enumerate(conv_dims, start=1):
-            conv = Conv2d(channels, dim, 3, padding=1, norm=norm(dim), activation=F.relu)
-            c2_msra_fill(conv)
-            self.add_module(f"conv{k}", conv)
-            channels = dim
+        channels = add_conv_stack(self, "conv", in_channels, conv_dims, norm)
         self.num_conv, self.num_fc = len(conv_dims), len(fc_dims)
         features = channels * resolution * resolution
         for k, dim in enumerate(fc_dims, start=1):
@@ -80,12 +86,7 @@ class MaskRCNNConvUpsampleHead(nn.Module):
 
     def __init__(self, in_channels: int, *, conv_dims: List[int], norm: NormFn) -> None:
         super().__init__()
-        channels = in_channels
-        for k, dim in enumerate(conv_dims, start=1):
-            conv = Conv2d(channels, dim, 3, padding=1, norm=norm(dim), activation=F.relu)
-            c2_msra_fill(conv)
-            self.add_module(f"mask_fcn{k}", conv)
-            channels = dim
+        channels = add_conv_stack(self, "mask_fcn", in_channels, conv_dims, norm)
         self.num_conv = len(conv_dims)
         self.out_channels = channels
 
