@@ -22,6 +22,7 @@ from gn_det.benchmark.formatting import FORMATS, Table, render  # noqa: E402
 from gn_det.benchmark.reference import load_reference_numbers  # noqa: E402
 from gn_det.benchmark.runs import RunReadError, load_run  # noqa: E402
 from gn_det.benchmark.speed import SpeedParseError, build_speed_table, parse_bench_step_output  # noqa: E402
+from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.tables import AP_COLUMNS, SOURCE_COLUMN, build_ap_table, reference_row  # noqa: E402
 
 
@@ -41,10 +42,7 @@ def _write(text: str, output: Optional[str]) -> None:
     if not output:
         sys.stdout.write(text)
         return
-    tmp = f"{output}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, output)
+    atomic_write_text(output, text)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -16,13 +16,13 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 
 import torch
 
 from gn_det.checkpoint import load_converted, read_converted
 from gn_det.checkpoint.infer_config import infer_cfg_overrides
 from gn_det.config import get_cfg
+from gn_det.utils.file_io import atomic_torch_save
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,21 +32,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config-file", default="", help="config of the model to load into (default: inferred)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: never a half-written OUT."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".convert_weights.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None) -> int:
@@ -71,7 +56,7 @@ def main(argv=None) -> int:
         recorded["how_known"] = f"recorded when converting {os.path.basename(args.input)} ({fmt.name})"
         recorded["pixel_mean"], recorded["pixel_std"] = list(recorded["pixel_mean"]), list(recorded["pixel_std"])
         out["input_convention"] = recorded
-    atomic_save(out, args.output)
+    atomic_torch_save(out, args.output)
     print(f"Wrote {args.output}: {len(out['model'])} tensors in gn_det names (format 'gn_det').")
     return 0
 

@@ -23,8 +23,8 @@ from typing import List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gn_det.benchmark.analysis import write_text  # noqa: E402
 from gn_det.benchmark.formatting import render  # noqa: E402
+from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.sweep import (  # noqa: E402
     SweepSummary, add_wall_time, cell_status, load_wall_times, plan_cells, run_state, sweep_rows, sweep_table,
     train_command,
@@ -83,8 +83,8 @@ def write_results(args: argparse.Namespace, cells) -> None:
     rows = sweep_rows(cells, load_wall_times(args.output_root))
     table = sweep_table(rows, title=f"Norm sweep: Mask R-CNN from scratch on shapes, {args.iters} iterations")
     print(render(table, "text"))
-    write_text(os.path.join(args.output_root, "norm_sweep.md"), render(table, "markdown"))
-    write_text(os.path.join(args.output_root, "norm_sweep.csv"), render(table, "csv"))
+    atomic_write_text(os.path.join(args.output_root, "norm_sweep.md"), render(table, "markdown"))
+    atomic_write_text(os.path.join(args.output_root, "norm_sweep.csv"), render(table, "csv"))
     plot_rows = [{"recipe": r["recipe"], "ims_per_process": r["ims_per_process"],
                   "box_AP": r.get("box_AP"), "mask_AP": r.get("mask_AP")} for r in rows]
     path = plot_sweep(plot_rows, args.plot or os.path.join(args.output_root, "norm_sweep.png"))

@@ -18,7 +18,7 @@ from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.engine import (DefaultTrainer, check_batch_split, check_output_dir, default_argument_parser,
                            default_setup, launch, under_torchrun)
-from gn_det.evaluation import comm
+from gn_det.utils import comm
 
 logger = logging.getLogger("train_net")
 

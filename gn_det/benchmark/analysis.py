@@ -8,6 +8,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from torch import nn
 
 from .estimation_shift import ShiftRow, bn_like_layers, estimation_shift, measure_input_statistics, shift_table
+from gn_det.utils.file_io import atomic_write_text
+
 from .formatting import Table, render
 from .sn_importance import SNShares, shares_table, sn_shares
 
@@ -24,19 +26,9 @@ class NormAnalysis:
     files: List[str] = field(default_factory=list)
 
 
-def write_text(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then os.replace)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_table(table: Table, stem: str) -> List[str]:
     """``stem``.md and ``stem``.csv of ``table``."""
-    return [write_text(f"{stem}.md", render(table, "markdown")), write_text(f"{stem}.csv", render(table, "csv"))]
+    return [atomic_write_text(f"{stem}.md", render(table, "markdown")), atomic_write_text(f"{stem}.csv", render(table, "csv"))]
 
 
 def analyze_norms(

@@ -1,13 +1,14 @@
 """matplotlib figures of the analyses and of the norm sweep, written as PNG (headless Agg backend)."""
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from gn_det.utils.file_io import atomic_write  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .estimation_shift import ShiftRow  # noqa: E402
@@ -17,14 +18,11 @@ BRANCH_COLORS = {"IN": "#4c72b0", "LN": "#55a868", "BN": "#c44e52"}
 
 
 def _save(fig: "plt.Figure", path: str) -> str:
-    """Save atomically (temp file, then os.replace) and close the figure."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp{os.getpid()}{ext or '.png'}"
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    """Save as PNG atomically (gn_det.utils.file_io) and close the figure."""
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def plot_sn_importance(rows: Sequence[SNShares], path: str) -> str:

@@ -13,10 +13,10 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
+from gn_det.layers.switch_norm import BRANCHES
+
 from .formatting import Column, Table
 from .naming import stage_of
-
-BRANCHES = ("IN", "LN", "BN")
 
 
 @dataclass(frozen=True)

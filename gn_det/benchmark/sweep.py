@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from gn_det.utils.file_io import atomic_write_json
+
 from .formatting import Column, Table
 from .runs import RunRecord, as_float, load_run
 from .tables import describe_norms
@@ -138,12 +140,7 @@ def add_wall_time(output_root: str, name: str, seconds: float) -> None:
     """Add ``seconds`` to run ``name``'s total in wall_times.json (atomic rewrite)."""
     times = load_wall_times(output_root)
     times[name] = times.get(name, 0.0) + seconds
-    os.makedirs(output_root, exist_ok=True)
-    path = os.path.join(output_root, WALL_TIMES_FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(times, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_json(os.path.join(output_root, WALL_TIMES_FILE), times, indent=1, sort_keys=True)
 
 
 SWEEP_COLUMNS = [

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gn_det.evaluation import comm
-from gn_det.evaluation.file_io import atomic_write, atomic_write_text
+from gn_det.utils import comm
+from gn_det.utils.file_io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

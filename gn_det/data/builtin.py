@@ -74,6 +74,6 @@ def register_builtin_coco(root: Optional[str] = None) -> None:
         MetadataCatalog.remove(name)
         DatasetCatalog.register(name, lambda j=json_file, r=image_root, n=name: _load_coco_split(j, r, n))
         MetadataCatalog.get(name).set(
-            json_file=json_file, image_root=image_root, evaluator_type="coco",
+            json_file=json_file, image_root=image_root,
             thing_classes=[n for _, n in COCO_CATEGORIES],
             thing_dataset_id_to_contiguous_id={cid: i for i, cid in enumerate(ids)})

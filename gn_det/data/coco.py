@@ -176,8 +176,7 @@ def register_coco_instances(name: str, metadata: Dict[str, Any], json_file: str,
         raise KeyError(f"Dataset '{name}' is already registered with json_file={meta.get('json_file')!r}, "
                        f"image_root={meta.get('image_root')!r}; choose another name")
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco",
-                                  **metadata)
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, **metadata)
 
 
 def register_from_cfg(cfg) -> List[str]:

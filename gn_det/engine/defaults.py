@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from gn_det.checkpoint.checkpointer import Checkpointer, unwrap_model
-from gn_det.evaluation import COCOEvaluator, comm, format_results, inference_on_dataset
-from gn_det.evaluation.file_io import atomic_write_text
+from gn_det.evaluation import COCOEvaluator, format_results, inference_on_dataset
+from gn_det.utils import comm
+from gn_det.utils.file_io import atomic_write_text
 
 from . import hooks
 from .events import ConsoleWriter, JSONWriter, TensorboardWriter

@@ -13,9 +13,8 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from gn_det.evaluation import comm
-
-from .launch import get_local_rank
+from gn_det.utils import comm
+from gn_det.utils.comm import get_local_rank
 
 
 def broadcast_model(model: nn.Module, src: int = 0) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gn_det.checkpoint.checkpointer import Checkpointer
-from gn_det.evaluation import comm
+from gn_det.utils import comm
 
 from .precise_bn import has_bn_stats, update_bn_stats
 from .train_loop import HookBase

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -115,8 +116,3 @@ def _init_from_env(timeout: timedelta) -> None:
 def _destroy() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def get_local_rank() -> int:
-    """This process's index on its machine (0 without distribution)."""
-    return int(os.environ.get("LOCAL_RANK", 0))

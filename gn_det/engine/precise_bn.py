@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gn_det.evaluation import comm
+from gn_det.utils import comm
 
 
 def _stat_layers(model: nn.Module) -> List[nn.Module]:

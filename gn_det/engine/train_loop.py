@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 import torch
 from torch import nn
 
-from gn_det.evaluation import comm
+from gn_det.utils import comm
 
 from .events import EventStorage, peak_memory_mb
 

@@ -22,9 +22,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from . import comm
+from gn_det.utils import comm
 from .evaluator import DatasetEvaluator
-from .file_io import atomic_write_json
+from gn_det.utils.file_io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

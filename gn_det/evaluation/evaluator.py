@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import comm
+from gn_det.utils import comm
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from gn_det.utils import comm
+
 
 def sync_group(process_group: Any = None) -> Optional[Any]:
     """The group to pool statistics over, or None when torch.distributed is off or has one process."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not comm.is_dist():
         return None
     group = process_group if process_group is not None else dist.group.WORLD
     return group if dist.get_world_size(group) > 1 else None

@@ -6,7 +6,7 @@ heads) calls ``get_norm(name, channels, options)``, so a norm name means the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Set, Type, Union
+from typing import Optional, Set, Type, Union
 
 from torch import nn
 
@@ -97,15 +97,3 @@ def get_norm(
             raise ValueError(f"{key}={name!r} has no affine weight to zero-initialize")
         nn.init.zeros_(weight)
     return module
-
-
-def norm_layer(name: NormSpec, options: Optional[NormOptions] = None, key: str = "norm") -> Callable[[int], nn.Module]:
-    """``channels -> module`` for torchvision's ``norm_layer=`` slots (never None: use it only with a name)."""
-
-    def build(channels: int) -> nn.Module:
-        module = get_norm(name, channels, options, key=key)
-        if module is None:
-            raise ValueError(f"{key} is empty: a norm_layer slot needs a norm name")
-        return module
-
-    return build

@@ -170,8 +170,6 @@ class SwitchNorm2d(nn.Module):
     buffers ``running_mean``, ``running_var`` (C) for the BN branch (absent without it).
     """
 
-    sync = False
-
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, use_bn: bool = True,
                  freeze_stats: bool = False) -> None:
         super().__init__()
@@ -203,15 +201,6 @@ class SwitchNorm2d(nn.Module):
         mode = _Mode(self.use_bn, batch_stats, self.eps, self.momentum, group, self.running_mean, self.running_var)
         return _SwitchNormFunction.apply(x, self.weight, self.bias, self.mean_weight, self.var_weight, mode)
 
-    def branch_weights(self) -> dict:
-        """Softmax importance of each branch for mean and variance, e.g. ``{"mean": {"IN": 0.3, ...}}``."""
-        names = BRANCHES[: self.mean_weight.numel()]
-        with torch.no_grad():
-            return {
-                "mean": dict(zip(names, torch.softmax(self.mean_weight, 0).tolist())),
-                "var": dict(zip(names, torch.softmax(self.var_weight, 0).tolist())),
-            }
-
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, use_bn={self.use_bn}, "
                 f"freeze_stats={self.freeze_stats}")
@@ -219,8 +208,6 @@ class SwitchNorm2d(nn.Module):
 
 class SyncSwitchNorm2d(SwitchNorm2d):
     """SN whose BN branch pools statistics over ``process_group`` (default: all processes), like SyncBN."""
-
-    sync = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, use_bn: bool = True,
                  freeze_stats: bool = False, process_group: Any = None) -> None:

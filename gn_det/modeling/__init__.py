@@ -2,7 +2,7 @@
 from .backbone import FPN, ResNet, build_resnet_backbone, build_resnet_fpn_backbone
 from .build import build_model
 from .describe import describe_model_parts, format_parts_table
-from .layers import Conv2d
+from .blocks import Conv2d
 from .meta_arch import GNFasterRCNN, GNMaskRCNN, build_generalized_rcnn
 from .registry import BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .roi_heads import BoxPredictor, FastRCNNConvFCHead, MaskPredictor, MaskRCNNConvUpsampleHead

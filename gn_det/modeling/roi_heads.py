@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from .layers import Conv2d, NormFn, c2_msra_fill, c2_xavier_fill, norm_fn
+from .blocks import Conv2d, NormFn, c2_msra_fill, c2_xavier_fill, norm_fn
 from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
 

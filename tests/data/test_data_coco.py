@@ -114,7 +114,7 @@ def test_register_coco_instances_metadata(coco_set, unique_name):
     register_coco_instances(name, {"extra": 1}, json_file, image_root)
     register_coco_instances(name, {}, json_file, image_root)  # same files again: no-op
     meta = MetadataCatalog.get(name)
-    assert (meta.json_file, meta.image_root, meta.evaluator_type, meta.extra) == (json_file, image_root, "coco", 1)
+    assert (meta.json_file, meta.image_root, meta.extra) == (json_file, image_root, 1)
     assert len(DatasetCatalog.get(name)) == 3
     assert meta.thing_classes == ["three", "seven", "ten"]
 

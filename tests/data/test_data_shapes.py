@@ -95,7 +95,7 @@ def test_ensure_generates_once_and_register(tmp_path, unique_name):
     names = (unique_name("shp"), unique_name("shp"))
     register_shapes(root, names=names)  # lazily generates with the defaults when loaded
     meta = MetadataCatalog.get(names[1])
-    assert meta.thing_classes == CATEGORIES and meta.evaluator_type == "coco"
+    assert meta.thing_classes == CATEGORIES
     assert meta.json_file == os.path.join(root, "annotations", "instances_val.json")
     ensure_shapes_dataset(root, num_train=3, num_val=2, size=48)
     stamp = os.stat(meta.json_file).st_mtime_ns

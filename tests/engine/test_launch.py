@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     import torch.distributed as dist
     from gn_det.engine import launch
-    from gn_det.evaluation import comm
+    from gn_det.utils import comm
 
     def main(tag):
         line = f"{tag} {comm.get_rank()} {comm.get_world_size()} {dist.get_backend()} {comm.all_gather(comm.get_rank() * 10)}\\n"

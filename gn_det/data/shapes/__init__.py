@@ -273,7 +273,7 @@ def register_shapes(root: str, names: Sequence[str] = ("shapes_train", "shapes_v
         DatasetCatalog.register(name, lambda j=json_file, r=image_root, n=name:
                                 (ensure_shapes_dataset(root), load_coco_json(j, r, n))[1])
         MetadataCatalog.get(name).set(
-            json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=list(CATEGORIES),
+            json_file=json_file, image_root=image_root, thing_classes=list(CATEGORIES),
             thing_dataset_id_to_contiguous_id={k + 1: k for k in range(len(CATEGORIES))})
 
 

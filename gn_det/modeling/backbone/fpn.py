@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Conv2d, NormFn, c2_xavier_fill, norm_fn
+from ..blocks import Conv2d, NormFn, c2_xavier_fill, norm_fn
 from ..registry import BACKBONE_REGISTRY
 from .resnet import build_resnet_backbone
 

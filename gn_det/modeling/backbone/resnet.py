@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..freeze import freeze_module
-from ..layers import Conv2d, NormFn, c2_msra_fill, norm_fn
+from ..blocks import Conv2d, NormFn, c2_msra_fill, norm_fn
 
 # Blocks per stage res2..res5 (He et al. 2016, Table 1).
 BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}

@@ -5,6 +5,7 @@ evaluation and training code can call them unconditionally (detectron2's utils/c
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List
 
 import torch
@@ -24,6 +25,11 @@ def get_world_size() -> int:
 def get_rank() -> int:
     """This process's rank in the default group (0 without one)."""
     return dist.get_rank() if is_dist() else 0
+
+
+def get_local_rank() -> int:
+    """This process's index on its machine (0 without distribution): LOCAL_RANK as launch/torchrun set it."""
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def is_main_process() -> bool:
