@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Train the same small Mask R-CNN from scratch on the shapes data with each norm, at 1 and 2 images
-per process, then write the table (Markdown + CSV) and the plot (PNG).
+per process (and 1, 2, 4, 8 for BN, GN, SN), with 3 seeds where a claim compares the cell, then write
+the table (mean +- std over seeds; Markdown + CSV), the claims checked (Markdown) and the plot (PNG).
 
   python tools/norm_sweep.py                              # the whole grid into output/norm_sweep
-  python tools/norm_sweep.py --only gn,bn --iters 100      # a part of it, shorter
-  python tools/norm_sweep.py --table-only                  # rebuild table and plot from finished runs
+  python tools/norm_sweep.py --only gn,bn_2img --seeds 0  # a part of it
+  python tools/norm_sweep.py --table-only                  # rebuild table, claims and plot from finished runs
 
-Recipes (configs/tiny/sweep/): BN with batch statistics, FrozenBN, SyncBN, GN, SN, SN without its BN
-branch, and XBN (GN at each bottleneck's 3x3 conv and the stem, BN elsewhere). Every run uses
-``--num-gpus 2`` (2 gloo processes on CPU) so the total batch is the same for all norms and only the
-scope of the statistics differs; seeds are fixed. Finished runs are skipped, unfinished ones resumed.
+Recipes (configs/tiny/sweep/): BN with batch statistics, FrozenBN, SyncBN, GN, GN+WS, SN, SN without
+its BN branch, XBN (GN at each residual block's 3x3 position and the stem, BN elsewhere), BRN, FRN+TLU,
+EvoNorm-S0 and EvoNorm-B0. Every run uses ``--num-gpus 2`` (2 gloo processes on CPU) so the total batch
+is the same for all norms at a given images-per-process and only the scope of the statistics differs.
+The grid, seeds and claims are declared in gn_det/benchmark/sweep.py. Finished runs are skipped,
+unfinished ones resumed, so the sweep can run in pieces.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ sys.path.insert(0, ROOT)
 from gn_det.benchmark.formatting import render  # noqa: E402
 from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.sweep import (  # noqa: E402
-    SweepSummary, add_wall_time, cell_status, load_wall_times, plan_cells, run_state, sweep_rows, sweep_table,
-    train_command,
+    SweepSummary, add_wall_time, cell_status, check_claims, claims_table, load_wall_times, plan_cells, run_state,
+    sweep_rows, sweep_table, train_command,
 )
 
 
@@ -38,10 +41,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--config-dir", default=os.path.join(ROOT, "configs", "tiny", "sweep"), help="recipe configs")
     parser.add_argument("--iters", type=int, default=150, help="training iterations per run (default 150)")
     parser.add_argument("--lr-per-image", type=float, default=0.005, help="BASE_LR = this x total images per step")
-    parser.add_argument("--ims-per-process", default="1,2", help="comma-separated images per process (default 1,2)")
     parser.add_argument("--num-gpus", type=int, default=2, help="processes per run (default 2: SyncBN syncs over 2)")
-    parser.add_argument("--only", default="", help="comma-separated recipes (gn,bn,...) or runs (gn_1img,...)")
-    parser.add_argument("--seed", type=int, default=0, help="SEED of every run")
+    parser.add_argument("--only", default="", help="comma-separated recipes (gn,bn,...), cells (gn_1img) or runs (gn_1img_s1)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds to run (default: every seed of the grid)")
     parser.add_argument("--table-only", action="store_true", help="do not train; write table and plot from what exists")
     parser.add_argument("--retry-diverged", action="store_true", help="run again the cells whose training diverged")
     parser.add_argument("--dry-run", action="store_true", help="print the train_net.py commands and exit")
@@ -59,7 +61,7 @@ def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
         if status == "done" or (run_state(cell.output_dir) == "diverged" and not args.retry_diverged):
             summary.skipped.append(cell.name)  # finished, or diverged before (deterministic: seeds fixed)
             continue
-        cmd = train_command(cell, status, iters=args.iters, lr_per_image=args.lr_per_image, seed=args.seed,
+        cmd = train_command(cell, status, iters=args.iters, lr_per_image=args.lr_per_image,
                             train_net=os.path.join(ROOT, "tools", "train_net.py"), extra_opts=args.opts)
         print(f"[norm_sweep] {cell.name}: {status} -> {' '.join(cmd)}", flush=True)
         if args.dry_run:
@@ -77,17 +79,18 @@ def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
 
 
 def write_results(args: argparse.Namespace, cells) -> None:
-    """Table (Markdown + CSV, and text on stdout) and the AP plot from the runs that exist."""
+    """Table (Markdown + CSV, and text on stdout), the claims checked, and the AP plot from the runs that exist."""
     from gn_det.benchmark.plots import plot_sweep
 
     rows = sweep_rows(cells, load_wall_times(args.output_root))
     table = sweep_table(rows, title=f"Norm sweep: Mask R-CNN from scratch on shapes, {args.iters} iterations")
+    claims = claims_table(check_claims(rows), title="Claims (holds: gap > 2 x the larger std over seeds)")
     print(render(table, "text"))
-    atomic_write_text(os.path.join(args.output_root, "norm_sweep.md"), render(table, "markdown"))
+    print(render(claims, "text"))
+    atomic_write_text(os.path.join(args.output_root, "norm_sweep.md"),
+                      render(table, "markdown") + "\n" + render(claims, "markdown"))
     atomic_write_text(os.path.join(args.output_root, "norm_sweep.csv"), render(table, "csv"))
-    plot_rows = [{"recipe": r["recipe"], "ims_per_process": r["ims_per_process"],
-                  "box_AP": r.get("box_AP"), "mask_AP": r.get("mask_AP")} for r in rows]
-    path = plot_sweep(plot_rows, args.plot or os.path.join(args.output_root, "norm_sweep.png"))
+    path = plot_sweep(rows, args.plot or os.path.join(args.output_root, "norm_sweep.png"))
     print(f"wrote {os.path.join(args.output_root, 'norm_sweep.md')}, .csv and {path}")
 
 
@@ -95,9 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Plan the grid, run what is missing, then write table and plot; exit 1 if a run failed."""
     args = parse_args(argv)
     only = [s for s in args.only.split(",") if s]
-    sizes = [int(s) for s in args.ims_per_process.split(",") if s]
     try:
-        cells = plan_cells(args.config_dir, args.output_root, sizes, args.num_gpus, only)
+        seeds = [int(s) for s in args.seeds.split(",") if s] or None
+        cells = plan_cells(args.config_dir, args.output_root, args.num_gpus, only, seeds)
     except (FileNotFoundError, ValueError) as e:
         print(f"norm_sweep.py: {e}", file=sys.stderr)
         return 2

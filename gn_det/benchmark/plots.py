@@ -77,42 +77,76 @@ def plot_estimation_shift(rows: Sequence[ShiftRow], path: str) -> str:
 
 
 def plot_sweep(rows: Sequence[Dict[str, object]], path: str, metrics: Sequence[str] = ("box_AP", "mask_AP")) -> str:
-    """Grouped bars: AP per norm recipe, one bar per images-per-process value; one panel per metric.
+    """AP per norm recipe with +- one standard deviation over seeds; one row of panels per metric.
 
-    ``rows`` hold "recipe", "ims_per_process" and the metrics (None = missing, drawn as no bar).
+    Left: grouped bars, one bar per images-per-process value of 1 and 2 (every recipe has them). Right:
+    AP against images per process (log2 axis) for the recipes run at more sizes (the GN paper's
+    batch-size axis). ``rows`` hold "recipe", "ims_per_process", the metrics and ``<metric>_std``
+    (None = missing: no bar, an "n/a" mark; no std = no error bar).
     """
     recipes: List[str] = []
-    sizes: List[int] = []
+    sizes_of: Dict[str, List[int]] = {}
     for row in rows:
-        if row["recipe"] not in recipes:
-            recipes.append(str(row["recipe"]))
-        if row["ims_per_process"] not in sizes:
-            sizes.append(int(row["ims_per_process"]))  # type: ignore[arg-type]
-    sizes.sort()
-    lookup = {(r["recipe"], r["ims_per_process"]): r for r in rows}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.6), squeeze=False)
-    width = 0.8 / max(len(sizes), 1)
-    for ax, metric in zip(axes[0], metrics):
-        for s, size in enumerate(sizes):
-            xs, hs, missing = [], [], []
+        recipe = str(row["recipe"])
+        if recipe not in recipes:
+            recipes.append(recipe)
+        sizes_of.setdefault(recipe, []).append(int(row["ims_per_process"]))  # type: ignore[arg-type]
+    bar_sizes = [1, 2]
+    axis_recipes = [r for r in recipes if len(set(sizes_of[r])) > 2]
+    lookup = {(str(r["recipe"]), int(r["ims_per_process"])): r for r in rows}  # type: ignore[arg-type]
+
+    def value(recipe: str, size: int, key: str):
+        v = lookup.get((recipe, size), {}).get(key)
+        return v if isinstance(v, (int, float)) else None
+
+    panels = 2 if axis_recipes else 1
+    fig, axes = plt.subplots(len(metrics), panels, figsize=(7.5 + 4.5 * (panels - 1), 3.6 * len(metrics)),
+                             squeeze=False, gridspec_kw={"width_ratios": [5, 3][:panels]})
+    width = 0.8 / len(bar_sizes)
+    for m, metric in enumerate(metrics):
+        ax = axes[m][0]
+        for s, size in enumerate(bar_sizes):
+            xs, hs, errs, missing = [], [], [], []
             for i, recipe in enumerate(recipes):
-                value = lookup.get((recipe, size), {}).get(metric)
                 x = i - 0.4 + width * (s + 0.5)
-                if isinstance(value, (int, float)):
-                    xs.append(x)
-                    hs.append(value)
-                else:
+                v = value(recipe, size, metric)
+                if v is None:
                     missing.append(x)
-            bars = ax.bar(xs, hs, width=width, label=f"{size} img/process")
+                    continue
+                xs.append(x)
+                hs.append(v)
+                std = value(recipe, size, f"{metric}_std")
+                errs.append(float("nan") if std is None else std)  # NaN: no error bar (one seed)
+            bars = ax.bar(xs, hs, width=width, yerr=errs, capsize=2, error_kw={"linewidth": 0.8},
+                          label=f"{size} img/process")
             ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
             for x in missing:  # no result (not run, diverged, nothing detected): say so, do not draw 0
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="0.4")
         ax.set_xticks(range(len(recipes)))
-        ax.set_xticklabels(recipes, rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(recipes, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", color="0.9")
         ax.set_axisbelow(True)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle("Mask R-CNN from scratch on shapes: AP per norm", y=1.02)
+        ax.legend(fontsize=7)
+        if axis_recipes:
+            ax = axes[m][1]
+            for recipe in axis_recipes:
+                pts = [(k, value(recipe, k, metric), value(recipe, k, f"{metric}_std"))
+                       for k in sorted(set(sizes_of[recipe]))]
+                pts = [(k, v, float("nan") if std is None else std) for k, v, std in pts]
+                pts = [p for p in pts if p[1] is not None]
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                                markersize=3, capsize=2, linewidth=1, label=recipe)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([1, 2, 4, 8])
+            ax.set_xticklabels(["1", "2", "4", "8"])
+            ax.set_xlabel("images per process")
+            ax.set_ylabel(metric.replace("_", " "))
+            ax.set_ylim(bottom=0)
+            ax.grid(color="0.9")
+            ax.legend(fontsize=7)
+    fig.suptitle("Mask R-CNN from scratch on shapes: AP per norm (mean +- std over seeds)", y=1.01)
+    fig.tight_layout()
     return _save(fig, path)

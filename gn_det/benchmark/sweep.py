@@ -1,16 +1,23 @@
-"""The norm comparison in miniature: plan, resume and tabulate a grid of (norm recipe x images per process).
+"""The norm comparison in miniature: plan, resume and tabulate a grid of (norm recipe x images per process x seed).
 
 Each cell trains the same small Mask R-CNN from scratch with one recipe config (configs/tiny/sweep/)
 into its own OUTPUT_DIR by calling tools/train_net.py; a cell whose evaluation exists is skipped,
 one with a checkpoint is resumed. tools/norm_sweep.py is the command line over this module.
+
+The grid is declared once, below: every recipe at 1 and 2 images per process, the GN paper's
+batch-size axis (1, 2, 4, 8 images per process, its Figure 1) for BN, GN and SN, and 3 seeds for every
+cell a claim in CLAIMS compares (one seed elsewhere). A claim "A beats B" holds when A's mean AP over
+the seeds exceeds B's by more than two standard deviations of each (the larger sample standard
+deviation of the two, ddof=1); the sweep reports every claim, held or not.
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from gn_det.utils.file_io import atomic_write_json
 
@@ -19,59 +26,126 @@ from .runs import RunRecord, as_float, load_run
 from .tables import describe_norms
 
 # Recipes in the order the table and plot show them; file stems in configs/tiny/sweep/.
-RECIPES = ("bn", "frozenbn", "syncbn", "gn", "sn", "sn_nobn", "xbn")
 RECIPE_LABELS = {
     "bn": "BN (batch stats)",
     "frozenbn": "FrozenBN",
     "syncbn": "SyncBN (2 proc)",
     "gn": "GN",
+    "gnws": "GN+WS",
     "sn": "SN",
     "sn_nobn": "SN w/o BN",
     "xbn": "XBN (BN + GN@3x3)",
+    "brn": "BRN",
+    "frn": "FRN+TLU",
+    "evonorm_s0": "EvoNorm-S0",
+    "evonorm_b0": "EvoNorm-B0",
 }
+RECIPES = tuple(RECIPE_LABELS)
+BASE_SIZES = (1, 2)  # images per process of every recipe
+BATCH_AXIS = {"bn": (1, 2, 4, 8), "gn": (1, 2, 4, 8), "sn": (1, 2, 4, 8)}  # GN paper, Figure 1
+SEEDS = (0, 1, 2)  # seeds of the cells a claim relies on; other cells run SEEDS[0] only
 WALL_TIMES_FILE = "wall_times.json"
 
 
 @dataclass(frozen=True)
+class Claim:
+    """"``better`` at ``better_k`` images per process beats ``worse`` at ``worse_k``" on ``metric``."""
+
+    better: str
+    better_k: int
+    worse: str
+    worse_k: int
+    metric: str = "box_AP"
+
+    @property
+    def text(self) -> str:
+        """The claim as a sentence, e.g. "GN > BN (batch stats) at 1 img/process (box AP)"."""
+        a, b = RECIPE_LABELS.get(self.better, self.better), RECIPE_LABELS.get(self.worse, self.worse)
+        metric = self.metric.replace("_", " ")
+        if self.better_k == self.worse_k:
+            return f"{a} > {b} at {self.better_k} img/process ({metric})"
+        return f"{a} at {self.better_k} img/process > {b} at {self.worse_k} ({metric})"
+
+
+# The readings README states, each checked against the sweep: the GN paper's (GN beats BN at small
+# batches; BN recovers as the batch grows), SN's, and one each for the newer norms where a published
+# number suggests an ordering (mmdetection's GN+WS 2x rows; MABN's BRN vs BN at 2 images per GPU).
+CLAIMS = (
+    Claim("gn", 1, "bn", 1),
+    Claim("gn", 2, "bn", 2),
+    Claim("gn", 1, "bn", 1, "mask_AP"),
+    Claim("gn", 2, "bn", 2, "mask_AP"),
+    Claim("bn", 8, "bn", 1),
+    Claim("sn", 1, "bn", 1),
+    Claim("gnws", 2, "gn", 2),
+    Claim("brn", 2, "bn", 2),
+)
+
+
+@dataclass(frozen=True)
 class SweepCell:
-    """One training run of the sweep: a recipe at a number of images per process."""
+    """One training run of the sweep: a recipe at a number of images per process, with one seed."""
 
     recipe: str
     config_file: str
     ims_per_process: int
     num_processes: int
     output_dir: str
+    seed: int = 0
+
+    @property
+    def group(self) -> str:
+        """The (recipe, images per process) cell this run is a seed of: ``<recipe>_<k>img``."""
+        return f"{self.recipe}_{self.ims_per_process}img"
 
     @property
     def name(self) -> str:
-        """Run name, also the OUTPUT_DIR's base name: ``<recipe>_<k>img``."""
-        return f"{self.recipe}_{self.ims_per_process}img"
+        """Run name, also the OUTPUT_DIR's base name: ``<recipe>_<k>img`` (+ ``_s<seed>`` past the first seed)."""
+        return self.group if self.seed == SEEDS[0] else f"{self.group}_s{self.seed}"
+
+
+def claimed_groups(claims: Sequence[Claim] = CLAIMS) -> set:
+    """The ``(recipe, images per process)`` cells some claim compares: they run every seed of SEEDS."""
+    return {(c.better, c.better_k) for c in claims} | {(c.worse, c.worse_k) for c in claims}
+
+
+def grid(recipes: Sequence[str] = RECIPES, claims: Sequence[Claim] = CLAIMS) -> List[Tuple[str, int, int]]:
+    """``(recipe, images per process, seed)`` of every run, in table order."""
+    seeded = claimed_groups(claims)
+    out = []
+    for recipe in recipes:
+        for k in BATCH_AXIS.get(recipe, BASE_SIZES):
+            for seed in SEEDS if (recipe, k) in seeded else SEEDS[:1]:
+                out.append((recipe, k, seed))
+    return out
 
 
 def plan_cells(
     config_dir: str,
     output_root: str,
-    ims_per_process: Sequence[int] = (1, 2),
     num_processes: int = 2,
     only: Optional[Sequence[str]] = None,
+    seeds: Optional[Sequence[int]] = None,
 ) -> List[SweepCell]:
-    """The grid of runs, restricted to ``only`` (recipe names or run names like ``gn_1img``)."""
-    cells = []
-    for recipe in RECIPES:
-        config_file = os.path.join(config_dir, f"{recipe}.yaml")
-        for k in ims_per_process:
-            cell = SweepCell(recipe, config_file, k, num_processes, os.path.join(output_root, f"{recipe}_{k}img"))
-            if only and recipe not in only and cell.name not in only:
-                continue
-            if not os.path.isfile(config_file):
-                raise FileNotFoundError(f"sweep recipe {recipe!r} needs {config_file}; it is missing")
-            cells.append(cell)
-    if only:
-        known = {c for r in RECIPES for c in [r] + [f"{r}_{k}img" for k in ims_per_process]}
-        unknown = [name for name in only if name not in known]
-        if unknown:
-            raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(RECIPES)}"
-                             f" or <recipe>_<k>img")
+    """The runs of the grid, restricted to ``only`` (recipes, ``<recipe>_<k>img`` cells or run names)
+    and to ``seeds`` when given."""
+    cells, known = [], set()
+    for recipe, k, seed in grid():
+        cell = SweepCell(recipe, os.path.join(config_dir, f"{recipe}.yaml"), k, num_processes,
+                         os.path.join(output_root, f"{recipe}_{k}img" + ("" if seed == SEEDS[0] else f"_s{seed}")),
+                         seed)
+        known.update({recipe, cell.group, cell.name})
+        if only and not {recipe, cell.group, cell.name} & set(only):
+            continue
+        if seeds is not None and seed not in seeds:
+            continue
+        if not os.path.isfile(cell.config_file):
+            raise FileNotFoundError(f"sweep recipe {recipe!r} needs {cell.config_file}; it is missing")
+        cells.append(cell)
+    unknown = [name for name in only or () if name not in known]
+    if unknown:
+        raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(RECIPES)}, "
+                         "<recipe>_<k>img or <recipe>_<k>img_s<seed>")
     return cells
 
 
@@ -100,7 +174,6 @@ def train_command(
     *,
     iters: int,
     lr_per_image: float,
-    seed: int = 0,
     train_net: str = os.path.join("tools", "train_net.py"),
     extra_opts: Sequence[str] = (),
 ) -> List[str]:
@@ -114,7 +187,7 @@ def train_command(
         cmd.append("--eval-only")
     opts = [
         "OUTPUT_DIR", cell.output_dir,
-        "SEED", str(seed),
+        "SEED", str(cell.seed),
         "SOLVER.IMS_PER_BATCH", str(total),
         "SOLVER.BASE_LR", repr(lr_per_image * total),  # linear scaling rule (Goyal et al. 2017)
         "SOLVER.MAX_ITER", str(iters),
@@ -143,22 +216,6 @@ def add_wall_time(output_root: str, name: str, seconds: float) -> None:
     atomic_write_json(os.path.join(output_root, WALL_TIMES_FILE), times, indent=1, sort_keys=True)
 
 
-SWEEP_COLUMNS = [
-    Column("recipe", "norm recipe"),
-    Column("norm_backbone", "backbone"),
-    Column("norm_fpn", "FPN"),
-    Column("norm_heads", "heads"),
-    Column("ims_per_process", "im/process", None, True),
-    Column("box_AP", "box AP", 1, True),
-    Column("box_AP50", "box AP50", 1, True),
-    Column("mask_AP", "mask AP", 1, True),
-    Column("mask_AP50", "mask AP50", 1, True),
-    Column("train_s_iter", "s/iter", 3, True),
-    Column("peak_mem_mb", "peak mem (MB)", 0, True),
-    Column("wall_s", "wall (s)", 0, True),
-    Column("status", "status"),
-]
-
 # Words in a failed run's output that mean training diverged (the trainer stops on a non-finite loss).
 _DIVERGED = ("non-finite", "nan loss", "floatingpointerror", "loss is nan", "loss became infinite")
 
@@ -178,30 +235,142 @@ def run_state(output_dir: str) -> str:
     return "incomplete" if os.path.isdir(output_dir) else "not run"
 
 
+METRICS = ("box_AP", "box_AP50", "mask_AP", "mask_AP50")
+
+
+def run_row(cell: SweepCell, wall_times: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """What one run holds (a run not made yet has every number missing)."""
+    row: Dict[str, Any] = {"recipe": RECIPE_LABELS.get(cell.recipe, cell.recipe), "ims_per_process": cell.ims_per_process,
+                           "seed": cell.seed}
+    if os.path.isfile(os.path.join(cell.output_dir, "config.yaml")):
+        record: RunRecord = load_run(cell.output_dir, cell.name)
+        row.update(describe_norms(record))
+        row["train_s_iter"] = record.median_iter_time()
+        row["peak_mem_mb"] = record.peak_memory_mb()
+        for result in list(record.results.values())[:1]:
+            for task, prefix in (("bbox", "box"), ("segm", "mask")):
+                for metric in ("AP", "AP50"):
+                    row[f"{prefix}_{metric}"] = as_float(result.get(task, {}).get(metric))
+    row["wall_s"] = (wall_times or {}).get(cell.name)
+    row["status"] = run_state(cell.output_dir)
+    return row
+
+
+def _mean_std(values: Iterable[Optional[float]]) -> Tuple[Optional[float], Optional[float], int]:
+    """(mean, sample standard deviation or None below 2 values, count) of the values present."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else None), len(present)
+
+
 def sweep_rows(cells: Sequence[SweepCell], wall_times: Optional[Dict[str, float]] = None) -> List[Dict[str, Any]]:
-    """One row per cell with what its run holds (a cell not run yet has every number missing)."""
-    rows = []
+    """One row per (recipe, images per process): each metric's mean and standard deviation over its seeds."""
+    groups: Dict[str, List[SweepCell]] = {}
     for cell in cells:
-        row: Dict[str, Any] = {"recipe": RECIPE_LABELS.get(cell.recipe, cell.recipe), "ims_per_process": cell.ims_per_process}
-        if os.path.isfile(os.path.join(cell.output_dir, "config.yaml")):
-            record: RunRecord = load_run(cell.output_dir, cell.name)
-            row.update(describe_norms(record))
-            row["train_s_iter"] = record.median_iter_time()
-            row["peak_mem_mb"] = record.peak_memory_mb()
-            for result in list(record.results.values())[:1]:
-                for task, prefix in (("bbox", "box"), ("segm", "mask")):
-                    for metric in ("AP", "AP50", "AP75"):
-                        value = result.get(task, {}).get(metric)
-                        row[f"{prefix}_{metric}"] = as_float(value)
-        row["wall_s"] = (wall_times or {}).get(cell.name)
-        row["status"] = run_state(cell.output_dir)
+        groups.setdefault(cell.group, []).append(cell)
+    rows = []
+    for members in groups.values():
+        runs = [run_row(c, wall_times) for c in members]
+        row: Dict[str, Any] = {k: runs[0].get(k) for k in ("recipe", "ims_per_process", "norm_backbone", "norm_fpn",
+                                                           "norm_heads")}
+        for metric in METRICS:
+            mean, std, n = _mean_std(r.get(metric) for r in runs)
+            row[metric], row[f"{metric}_std"] = mean, std
+            if metric == "box_AP":
+                row["seeds"] = f"{n}/{len(runs)}"
+        row["train_s_iter"] = _mean_std(r.get("train_s_iter") for r in runs)[0]
+        row["peak_mem_mb"] = max((r["peak_mem_mb"] for r in runs if r.get("peak_mem_mb") is not None), default=None)
+        walls = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+        row["wall_s"] = sum(walls) if walls else None
+        states = sorted({r["status"] for r in runs})
+        row["status"] = states[0] if len(states) == 1 else ", ".join(states)
+        row["_recipe_key"], row["_runs"] = members[0].recipe, runs
         rows.append(row)
     return rows
 
 
+SWEEP_COLUMNS = [
+    Column("recipe", "norm recipe"),
+    Column("norm_backbone", "backbone"),
+    Column("norm_fpn", "FPN"),
+    Column("norm_heads", "heads"),
+    Column("ims_per_process", "im/process", None, True),
+    Column("seeds", "seeds", None, True),
+    Column("box_AP", "box AP", 1, True),
+    Column("box_AP_std", "+-", 1, True),
+    Column("box_AP50", "box AP50", 1, True),
+    Column("mask_AP", "mask AP", 1, True),
+    Column("mask_AP_std", "+-", 1, True),
+    Column("mask_AP50", "mask AP50", 1, True),
+    Column("train_s_iter", "s/iter", 3, True),
+    Column("peak_mem_mb", "peak mem (MB)", 0, True),
+    Column("wall_s", "wall (s)", 0, True),
+    Column("status", "status"),
+]
+
+
 def sweep_table(rows: Sequence[Dict[str, Any]], title: str = "") -> Table:
-    """The sweep's table (text/Markdown/CSV via gn_det.benchmark.formatting.render)."""
+    """The sweep's table (text/Markdown/CSV via gn_det.benchmark.formatting.render): mean and +- one
+    sample standard deviation over the seeds that finished ("seeds": finished/planned)."""
     return Table(columns=SWEEP_COLUMNS, rows=list(rows), title=title)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim checked against the sweep: the two means and standard deviations, and the verdict."""
+
+    claim: Claim
+    better: Tuple[Optional[float], Optional[float], int]  # mean, std, seeds
+    worse: Tuple[Optional[float], Optional[float], int]
+
+    @property
+    def gap(self) -> Optional[float]:
+        """Mean of ``better`` minus mean of ``worse`` (None when a side has no result)."""
+        if self.better[0] is None or self.worse[0] is None:
+            return None
+        return self.better[0] - self.worse[0]
+
+    @property
+    def verdict(self) -> str:
+        """"holds" (gap > 2 x the larger standard deviation), "does not hold", or why it cannot be judged."""
+        if self.gap is None:
+            return "no result"
+        if self.better[2] < 2 or self.worse[2] < 2:
+            return "too few seeds"
+        bound = 2.0 * max(self.better[1] or 0.0, self.worse[1] or 0.0)
+        return "holds" if self.gap > bound else "does not hold"
+
+
+def check_claims(rows: Sequence[Dict[str, Any]], claims: Sequence[Claim] = CLAIMS) -> List[ClaimResult]:
+    """Each claim judged on the per-cell runs of ``rows`` (sweep_rows' output)."""
+    by_cell = {(r["_recipe_key"], r["ims_per_process"]): r["_runs"] for r in rows}
+    results = []
+    for claim in claims:
+        sides = []
+        for recipe, k in ((claim.better, claim.better_k), (claim.worse, claim.worse_k)):
+            sides.append(_mean_std(run.get(claim.metric) for run in by_cell.get((recipe, k), [])))
+        results.append(ClaimResult(claim, sides[0], sides[1]))
+    return results
+
+
+def _fmt(side: Tuple[Optional[float], Optional[float], int]) -> Optional[str]:
+    mean, std, n = side
+    if mean is None:
+        return None
+    return f"{mean:.1f} +- {std:.1f} (n={n})" if std is not None else f"{mean:.1f} (n={n})"
+
+
+def claims_table(results: Sequence[ClaimResult], title: str = "") -> Table:
+    """The claims, the two sides (mean +- std over seeds), the gap, two standard deviations, the verdict."""
+    rows = []
+    for r in results:
+        bound = None if r.gap is None else 2.0 * max(r.better[1] or 0.0, r.worse[1] or 0.0)
+        rows.append({"claim": r.claim.text, "better": _fmt(r.better), "worse": _fmt(r.worse), "gap": r.gap,
+                     "bound": bound, "verdict": r.verdict})
+    columns = [Column("claim", "claim"), Column("better", "left side"), Column("worse", "right side"),
+               Column("gap", "gap", 1, True), Column("bound", "2 std", 1, True), Column("verdict", "verdict")]
+    return Table(columns=columns, rows=rows, title=title)
 
 
 @dataclass
