@@ -7,7 +7,9 @@ from gn_det.benchmark.reference import (
     REFERENCE_FILE, ReferenceFileError, load_reference_numbers, references_for,
 )
 
-SOURCES = ("detectron2 MODEL_ZOO.md", "Detectron projects/GN/README.md", "switchablenorms/SwitchNorm_Detection README.md")
+SOURCES = ("detectron2 MODEL_ZOO.md", "Detectron projects/GN/README.md", "switchablenorms/SwitchNorm_Detection README.md",
+           "open-mmlab/mmdetection configs/gn+ws/README.md", "open-mmlab/mmdetection configs/gn/README.md",
+           "megvii-model/MABN README.md")
 
 
 def test_every_row_parses_and_names_a_known_source():
@@ -27,6 +29,10 @@ def test_numbers_read_from_the_file():
     d2 = next(r for r in gn if r.source.startswith("detectron2"))
     assert (d2.values["box_AP"], d2.values["mask_AP"], d2.values["train_mem_gb"]) == (42.6, 38.6, 7.3)
     assert references_for("configs/mask_rcnn_R_50_FPN_3x_gn.yaml", load_reference_numbers()) == gn
+    gnws = references_for("mask_rcnn_R_50_FPN_2x_gnws", load_reference_numbers())
+    assert [(r.values["box_AP"], r.values["mask_AP"]) for r in gnws] == [(40.6, 36.6)]
+    brn = references_for("scratch_mask_rcnn_R_50_FPN_2x_brn", load_reference_numbers())
+    assert [(r.values["box_AP"], r.values["mask_AP"], r.values["ims_per_gpu"]) for r in brn] == [(34.07, 30.98, 2)]
 
 
 @pytest.mark.parametrize("body, message", [
