@@ -1,6 +1,8 @@
 """Input checks shared by gn_det's 2D norms, with messages that name the layer and the shape."""
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 
@@ -34,3 +36,9 @@ def check_batch_statistics(module: nn.Module, count: int, got: str) -> None:
 def values_per_channel(x) -> int:
     """N * H * W of an (N, C, H, W) tensor: the values one channel's batch statistics see."""
     return x.shape[0] * x.shape[2] * x.shape[3]
+
+
+def empty_output(x: Tensor, *params: Optional[Tensor]) -> Tensor:
+    """The output for an input without values (0 images: a mask head without RoIs): ``x``'s empty shape,
+    connected to every parameter so each gets a zero gradient (DDP expects a gradient for all of them)."""
+    return x + sum(p.sum() * 0 for p in params if p is not None)
