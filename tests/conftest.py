@@ -1,4 +1,5 @@
-"""Shared test settings: a fixed thread count, and logging restored after tests that set it up."""
+"""Shared test settings: a fixed thread count, logging restored after tests that set it up, and tests
+marked ``cuda`` skipped where CUDA is absent."""
 import logging
 
 import pytest
@@ -11,6 +12,16 @@ torch.set_num_threads(2)
 _TOOL_LOGGERS = ("gn_det", "__main__", "train_net")
 _PRISTINE = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate,
                     list(logging.getLogger(name).handlers)) for name in _TOOL_LOGGERS}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.cuda`` tests without a GPU (CI); scripts/gpu_check.sh runs them on one."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA; run scripts/gpu_check.sh on a GPU machine")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
