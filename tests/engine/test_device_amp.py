@@ -167,7 +167,7 @@ def test_train_net_records_the_device_used_and_trains_with_cpu_amp(data, tmp_pat
     """Default MODEL.DEVICE 'auto' is written to config.yaml as the device actually used; AMP on CPU is bf16."""
     tn = _load_train_net()
     results = tn.main(tn.default_argument_parser().parse_args(
-        _argv(data, tmp_path, "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True")))
+        _argv(data, tmp_path, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True")))
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert _config_yaml(tmp_path)["MODEL"]["DEVICE"] == expected
     log = (tmp_path / "log.txt").read_text()
@@ -187,12 +187,14 @@ def test_train_net_cuda_without_cuda_is_one_line_before_anything_runs(data, tmp_
 # ------------------------------------------------------------------ on a GPU (scripts/gpu_check.sh)
 @pytest.mark.cuda
 def test_default_device_is_this_process_gpu():
+    """MODEL.DEVICE defaults to 'auto', which is cuda:<local rank> (here 0) on a GPU machine."""
     from gn_det.config import get_cfg
     from gn_det.modeling import build_model
 
     cfg = get_cfg()
-    cfg.merge_from_file(CONFIG)
     assert cfg.MODEL.DEVICE == "auto" and resolve_device("auto") == torch.device("cuda", 0)
+    cfg.merge_from_file(CONFIG)
+    cfg.MODEL.DEVICE = "auto"  # CONFIG pins the CPU for the CPU tests
     model = build_model(cfg)
     assert {p.device for p in model.parameters()} == {torch.device("cuda", 0)}
 
@@ -213,7 +215,7 @@ def test_cuda_amp_trains_with_a_scaler_for_float16_only(amp_dtype, scaled):
 def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tmp_path):
     """Train 2 iterations on the GPU (SyncBN, precise BN, AMP), then --eval-only and --resume with CUDA hidden."""
     gpu = tmp_path / "gpu"
-    opts = ("SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "SyncBN",
+    opts = ("MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "SyncBN",
             "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2")
     proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, gpu, *opts)], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
@@ -227,7 +229,8 @@ def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _config_yaml(tmp_path / "cpu_eval")["MODEL"]["DEVICE"] == "cpu"
     proc = subprocess.run([sys.executable, TRAIN_NET, "--resume",
-                           *_argv(data, gpu, "SOLVER.MAX_ITER", "3", "SOLVER.AMP.ENABLED", "True")],
+                           *_argv(data, gpu, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "3", "SOLVER.AMP.ENABLED",
+                                  "True")],
                           cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(gpu / "model_final.pth", weights_only=True)["iteration"] == 2
@@ -237,10 +240,16 @@ def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tm
 def test_two_gpu_run_over_nccl(data, tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs (NCCL refuses two processes on one GPU)")
-    opts = ("SOLVER.MAX_ITER", "2", "MODEL.RESNETS.NORM", "SyncBN", "MODEL.FPN.NORM", "SyncBN")
+    opts = ("MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "MODEL.RESNETS.NORM", "SyncBN", "MODEL.FPN.NORM", "SyncBN")
     proc = subprocess.run([sys.executable, TRAIN_NET, "--num-gpus", "2", *_argv(data, tmp_path, *opts)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Rank 0 of 2" in (tmp_path / "log.txt").read_text() and (tmp_path / "log.txt.rank1").is_file()
     assert _config_yaml(tmp_path)["MODEL"]["DEVICE"] == "cuda:0"
     assert (tmp_path / "inference" / "dev_val" / "metrics.json").is_file()
+
+
+def test_device_key_defaults_to_auto():
+    from gn_det.config import get_cfg
+
+    assert get_cfg().MODEL.DEVICE == "auto" and get_cfg().SOLVER.AMP.DTYPE == ""
