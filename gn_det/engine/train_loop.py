@@ -159,7 +159,9 @@ class SimpleTrainer(TrainerBase):
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if scaled else None
         if self.amp:
             logger.info("SOLVER.AMP: autocast to %s on %s%s", self.amp_dtype, self.device,
-                        " with a GradScaler" if scaled else "")
+                        " with a GradScaler" if scaled else
+                        (" (checks the mixed-precision path; slower than float32 on CPUs without bfloat16 "
+                         "instructions)" if self.device.type == "cpu" else ""))
 
     def _next_batch(self):
         """The next batch. The first call creates the loader's iterator, for which torch's DataLoader
