@@ -185,8 +185,9 @@ def bench_iteration(model: torch.nn.Module, device: torch.device, num_images: in
                 step()
             sync()
             wall_us = (time.perf_counter() - start) * 1e6
-        events = _device_events(prof)
-        result["gpu_busy"] = busy_time([(e.time_range.start, e.time_range.end) for e in events]) / wall_us
+        events = _device_events(prof)  # none if this torch's profiler recorded no kernels: no figure
+        if events:
+            result["gpu_busy"] = busy_time([(e.time_range.start, e.time_range.end) for e in events]) / wall_us
         if profile_table:
             with open(profile_table, "w", encoding="utf-8") as f:
                 f.write(kernel_table(prof))

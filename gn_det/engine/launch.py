@@ -2,8 +2,9 @@
 
 detectron2's convention: N processes per machine (NCCL on GPUs, gloo on CPU), ranks numbered
 ``machine_rank * N + local_rank``. The backend follows the device the processes will use (``device``,
-MODEL.DEVICE: "auto" = CUDA when present): a CPU run on a GPU machine (MODEL.DEVICE cpu) uses gloo. Under ``torchrun`` (RANK/WORLD_SIZE/LOCAL_RANK in the environment)
-the process group comes from those variables and ``main_func`` runs in the current process.
+MODEL.DEVICE: "auto" = CUDA when present): a CPU run on a GPU machine (MODEL.DEVICE cpu) uses gloo.
+Under ``torchrun`` (RANK/WORLD_SIZE/LOCAL_RANK in the environment) the process group comes from those
+variables and ``main_func`` runs in the current process.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``build_model(cfg)``: the detector named by MODEL.META_ARCHITECTURE, on MODEL.DEVICE ("auto": this process's GPU, else CPU)."""
+"""``build_model(cfg)``: the detector named by MODEL.META_ARCHITECTURE, on MODEL.DEVICE (resolved: "auto"
+is this process's GPU when CUDA is present, else the CPU)."""
 from __future__ import annotations
 
 from torch import nn
