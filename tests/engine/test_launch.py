@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
         sys.stdout.flush()
 
     if __name__ == "__main__":
-        launch(main, int(sys.argv[1]), args=(sys.argv[2],))
+        launch(main, int(sys.argv[1]), args=(sys.argv[2],), device="cpu")  # gloo, also on a GPU machine
 """)
 
 
