@@ -253,3 +253,4 @@ def test_device_key_defaults_to_auto():
     from gn_det.config import get_cfg
 
     assert get_cfg().MODEL.DEVICE == "auto" and get_cfg().SOLVER.AMP.DTYPE == ""
+
