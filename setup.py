@@ -7,10 +7,12 @@ setup(
     description="Group / Switchable Normalization for Mask R-CNN and Faster R-CNN on torchvision",
     packages=find_packages(include=["gn_det", "gn_det.*"]),
     package_data={"gn_det": ["benchmark/*.yaml", "benchmark/*.csv"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # torch 2.9's floor
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        # Tested: torch 2.9.1 / torchvision 0.24.1 and 2.14.1 / 0.29.1 (the quick suite, CPU); the GPU
+        # machine's 2.11 refuses eps <= 0 in batch norm, which tests/layers/test_strict_eps.py enforces.
+        "torch>=2.9,<2.15",
+        "torchvision>=0.24,<0.30",
         "fvcore>=0.1.5",
         "pycocotools>=2.0.6",
         "numpy",

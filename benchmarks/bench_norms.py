@@ -41,15 +41,16 @@ def parse_shapes(text: str) -> List[Shape]:
 
 
 def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat: int, warmup: int,
-               stat: Callable[[List[float]], float] = min) -> Dict[str, float]:
+               stat: Callable[[List[float]], float] = min, dtype: torch.dtype = torch.float32) -> Dict[str, float]:
     """Milliseconds of ``y = norm(x); y.backward(dy)`` in training mode per norm (``stat`` over repeats).
 
     The norms take turns within each round (in a rotating order), so drift in machine load hits
-    every norm alike and the ratios to GN stay meaningful on a shared machine.
+    every norm alike and the ratios to GN stay meaningful on a shared machine. ``dtype`` is the
+    activation's (float16/bfloat16: what a norm receives under autocast); parameters stay float32.
     """
     norms = {name: get_norm(name, shape[1], NormOptions()).to(device).train() for name in names}
-    x = torch.randn(shape, device=device, requires_grad=True)
-    dy = torch.randn(shape, device=device)
+    x = torch.randn(shape, device=device).to(dtype).requires_grad_()
+    dy = torch.randn(shape, device=device).to(dtype)
     times: Dict[str, List[float]] = {name: [] for name in names}
     for i in range(warmup + repeat):
         order = list(names[i % len(names):]) + list(names[: i % len(names)])
@@ -68,11 +69,11 @@ def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat:
 
 
 def run_table(names: Sequence[str], shapes: Sequence[Shape], device: torch.device, repeat: int, warmup: int,
-              stat: Callable[[List[float]], float] = min) -> str:
+              stat: Callable[[List[float]], float] = min, dtype: torch.dtype = torch.float32) -> str:
     """The formatted table for one device: rows are norms, columns shapes ("ms (ratio to GN)")."""
     results: Dict[Tuple[str, Shape], float] = {}
     for shape in shapes:
-        for name, ms in time_norms(names, shape, device, repeat, warmup, stat).items():
+        for name, ms in time_norms(names, shape, device, repeat, warmup, stat, dtype).items():
             results[name, shape] = ms
     headers = ["norm"] + ["x".join(map(str, s)) for s in shapes]
     rows = [headers]
@@ -108,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="statistic over the repeats: min (the run least disturbed by other jobs on a "
                              "shared machine, as timeit advises) or median")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even if a GPU is present")
+    parser.add_argument("--no-cpu", action="store_true", help="skip the CPU table (GPU machines)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                        help="activation dtype (float16/bfloat16: a norm's input under autocast)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
@@ -120,15 +124,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     init_single_process_group()
     try:
-        devices = [torch.device("cpu")]
+        devices = [] if args.no_cpu else [torch.device("cpu")]
         if torch.cuda.is_available() and not args.no_cuda:
             devices.append(torch.device("cuda"))
+        if not devices:
+            parser.error("no device to time: --no-cpu and no CUDA (or --no-cuda)")
+        dtype = getattr(torch, args.dtype)
         for device in devices:
             where = f"CPU, {args.threads} threads" if device.type == "cpu" else torch.cuda.get_device_name()
             print(f"\nms per forward+backward ({args.stat} of {args.repeat}), ratio to GN in parentheses; {where}; "
-                  f"torch {torch.__version__}")
+                  f"{args.dtype} activations; torch {torch.__version__}")
             load_before = os.getloadavg()[0]
-            print(run_table(names, args.shapes, device, args.repeat, args.warmup, STATS[args.stat]))
+            print(run_table(names, args.shapes, device, args.repeat, args.warmup, STATS[args.stat], dtype))
             # Other jobs inflate and scatter the times: a load above the core count means a noisy table.
             print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     finally:

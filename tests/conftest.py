@@ -1,4 +1,5 @@
-"""Shared test settings: a fixed thread count, and logging restored after tests that set it up."""
+"""Shared test settings: a fixed thread count, logging restored after tests that set it up, tests
+marked ``cuda`` skipped where CUDA is absent, and the other tests kept on the CPU on a GPU machine."""
 import logging
 
 import pytest
@@ -11,6 +12,27 @@ torch.set_num_threads(2)
 _TOOL_LOGGERS = ("gn_det", "__main__", "train_net")
 _PRISTINE = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate,
                     list(logging.getLogger(name).handlers)) for name in _TOOL_LOGGERS}
+
+
+_HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``@pytest.mark.cuda`` tests without a GPU (CI); tools/gpu_check.sh runs them on one."""
+    if _HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA; run tools/gpu_check.sh on a GPU machine")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def cpu_unless_marked_cuda(request, monkeypatch):
+    """On a GPU machine, tests not marked cuda see no CUDA, so MODEL.DEVICE 'auto' means the CPU they
+    were written for (the GPU paths have their own tests, marked cuda). A no-op where CUDA is absent."""
+    if _HAS_CUDA and request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture(autouse=True)

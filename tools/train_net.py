@@ -19,6 +19,7 @@ from gn_det.config import get_cfg, resolve_config_path
 from gn_det.engine import (DefaultTrainer, check_batch_split, check_output_dir, default_argument_parser,
                            default_setup, launch, under_torchrun)
 from gn_det.utils import comm
+from gn_det.utils.device import resolve_cfg_device, resolve_device
 
 logger = logging.getLogger("train_net")
 
@@ -62,6 +63,7 @@ def setup(args):
     """The frozen config of this process, with its datasets registered and OUTPUT_DIR prepared."""
     cfg = load_config(args)
     register_datasets(cfg)
+    resolve_cfg_device(cfg)  # "auto" -> cuda:<local rank> or cpu, recorded in config.yaml
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -107,10 +109,12 @@ def invoke_main(argv=None) -> None:
     args = default_argument_parser().parse_args(argv)
     try:
         preflight(args)
+        device = load_config(args).MODEL.DEVICE
+        resolve_device(device)  # MODEL.DEVICE cuda without CUDA: one line, before any process starts
     except (ValueError, PermissionError, FileNotFoundError, KeyError) as e:
         sys.exit(f"train_net.py: error: {e}")
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+           dist_url=args.dist_url, args=(args,), device=device)
 
 
 if __name__ == "__main__":

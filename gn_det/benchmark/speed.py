@@ -28,6 +28,13 @@ KNOWN_FIELDS = {
     "params_m": ("params (M)", 1),
     "trainable_params_m": ("trainable (M)", 1),
     "iters": ("steps", None),
+    # bench_step.py --device cuda (full iterations)
+    "precision": ("precision", None),
+    "images": ("images", None),
+    "size": ("size", None),
+    "s_per_iter": ("s/iter", 4),
+    "s_per_iter_stdev": ("+- (stdev)", 4),
+    "gpu_busy": ("GPU busy", 2),
 }
 # bench_step.py's plain line: "<config>: 3.44 +- 0.05 s/step (forward 1.20 s, backward 2.24 s), peak RSS
 # 1800 MB, params 44.2 M (44.0 M trainable), 5 steps, 2 threads"

@@ -14,7 +14,9 @@ _C.VERSION = 2  # config format version (detectron2's is 2)
 # Model
 # ---------------------------------------------------------------------------- #
 _C.MODEL = CN()
-_C.MODEL.DEVICE = "cpu"  # "cpu" or "cuda"; the tools pick "cuda" per process when --num-gpus uses GPUs
+# "auto": each process on its own GPU (cuda:<local rank>) when CUDA is present, else the CPU; "cpu", "cuda"
+# (= cuda:<local rank>) or "cuda:N". The tools write the device actually used into OUTPUT_DIR/config.yaml.
+_C.MODEL.DEVICE = "auto"
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # name in META_ARCH_REGISTRY
 _C.MODEL.MASK_ON = False  # add the mask head (Mask R-CNN) when True, else Faster R-CNN
 _C.MODEL.WEIGHTS = ""  # local path of weights to load (any format gn_det.checkpoint knows); "" = none
@@ -174,7 +176,11 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000  # LR starts at BASE_LR * WARMUP_FACTOR
 _C.SOLVER.WARMUP_ITERS = 1000  # linear warmup length; 0 = no warmup
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 5000  # iterations between checkpoints
-_C.SOLVER.AMP = CN({"ENABLED": False})  # mixed precision (CUDA only)
+_C.SOLVER.AMP = CN()
+# Mixed precision: the forward under torch.autocast (norm statistics stay float32). On CUDA float16 with
+# a GradScaler; on CPU bfloat16 (CPU autocast's type; no scaler needed: bfloat16 has float32's range).
+_C.SOLVER.AMP.ENABLED = False
+_C.SOLVER.AMP.DTYPE = ""  # "" = the device's default above; "float16" (CUDA only) or "bfloat16"
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients before each step
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"  # "norm" (global L2) or "value"

@@ -147,7 +147,7 @@ class DefaultTrainer(SimpleTrainer):
         loader = build_detection_train_loader(cfg, rank=rank, world_size=world, start_iter=0)
         model, grad_sync = wrap_data_parallel(model)
         super().__init__(model, loader, optimizer, clip_gradients=build_gradient_clipper(cfg),
-                         amp=cfg.SOLVER.AMP.ENABLED, grad_sync=grad_sync)
+                         amp=cfg.SOLVER.AMP.ENABLED, amp_dtype=cfg.SOLVER.AMP.DTYPE, grad_sync=grad_sync)
         self.scheduler = build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=self.scheduler,
                                          sampler=loader, grad_scaler=self.grad_scaler)

@@ -1,8 +1,10 @@
 """Data parallelism across processes: DistributedDataParallel on GPUs, gradient all-reduce on CPU.
 
-torch's DDP refuses CPU modules that contain nn.SyncBatchNorm subclasses (gn_det's SyncBN runs on CPU
-through gloo), so on CPU we do what DDP does by hand: broadcast rank 0's parameters and buffers once,
-then after each backward average the gradients over processes with one flat all-reduce.
+On CUDA the model is wrapped in torch's DDP on the process's own device (NCCL buckets overlap the
+all-reduce with the backward). torch's DDP refuses CPU modules that contain nn.SyncBatchNorm subclasses
+(gn_det's SyncBN runs on CPU through gloo), so on CPU we do what DDP does by hand: broadcast rank 0's
+parameters and buffers once, then after each backward average the gradients over processes with one
+flat all-reduce.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from gn_det.utils import comm
-from gn_det.utils.comm import get_local_rank
 
 
 def broadcast_model(model: nn.Module, src: int = 0) -> None:
@@ -48,8 +49,11 @@ def wrap_data_parallel(model: nn.Module) -> Tuple[nn.Module, Optional[Callable[[
     """(model to train, gradient hook): DDP on CUDA; on CPU the model itself, synced by hand."""
     if comm.get_world_size() == 1:
         return model, None
-    if next(model.parameters()).is_cuda:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[get_local_rank()], broadcast_buffers=False)
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        # broadcast_buffers=False: BN running statistics stay per process (precise BN averages them).
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index], output_device=device.index,
+                                                  broadcast_buffers=False)
         return ddp, None
     broadcast_model(model)
     return model, make_gradient_averager(model)

@@ -1,8 +1,10 @@
 """Start one training/evaluation process per device: ``launch(main_func, num_gpus_per_machine, ...)``.
 
 detectron2's convention: N processes per machine (NCCL on GPUs, gloo on CPU), ranks numbered
-``machine_rank * N + local_rank``. Under ``torchrun`` (RANK/WORLD_SIZE/LOCAL_RANK in the environment)
-the process group comes from those variables and ``main_func`` runs in the current process.
+``machine_rank * N + local_rank``. The backend follows the device the processes will use (``device``,
+MODEL.DEVICE: "auto" = CUDA when present): a CPU run on a GPU machine (MODEL.DEVICE cpu) uses gloo.
+Under ``torchrun`` (RANK/WORLD_SIZE/LOCAL_RANK in the environment) the process group comes from those
+variables and ``main_func`` runs in the current process.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gn_det.utils.device import backend_for, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +32,9 @@ def find_free_port() -> int:
         return sock.getsockname()[1]
 
 
-def default_backend() -> str:
-    """NCCL when CUDA devices are visible, gloo otherwise."""
-    return "nccl" if torch.cuda.is_available() else "gloo"
+def default_backend(device: str = "auto", local_rank: int = 0) -> str:
+    """The backend for processes on MODEL.DEVICE ``device``: NCCL on CUDA, gloo on CPU."""
+    return backend_for(resolve_device(device, local_rank))
 
 
 def under_torchrun() -> bool:
@@ -41,15 +44,16 @@ def under_torchrun() -> bool:
 
 def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machines: int = 1,
            machine_rank: int = 0, dist_url: Optional[str] = None, args: Sequence[Any] = (),
-           timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+           timeout: timedelta = DEFAULT_TIMEOUT, device: str = "auto") -> None:
     """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes in total.
 
     ``num_gpus_per_machine`` is the number of processes on this machine (one per GPU; on a CPU-only
     machine it is the number of CPU processes, joined with gloo). ``dist_url`` is "auto" (a free local
-    port, single machine only) or "tcp://HOST:PORT" of machine 0.
+    port, single machine only) or "tcp://HOST:PORT" of machine 0. ``device`` is MODEL.DEVICE: it picks
+    the backend (NCCL for CUDA, gloo for CPU) and each process's current CUDA device.
     """
     if under_torchrun():
-        _init_from_env(timeout)
+        _init_from_env(timeout, device)
         try:
             main_func(*args)
         finally:
@@ -69,21 +73,22 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
             raise ValueError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
                              "--dist-url tcp://<machine 0 address>:<port>")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
-    if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
+    backend = default_backend(device)
+    if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA "
-                         "devices are visible")
+                         f"devices are visible (NCCL needs one GPU per process); use --num-gpus "
+                         f"{torch.cuda.device_count()}, or MODEL.DEVICE cpu for CPU processes")
     mp.start_processes(_worker, nprocs=num_gpus_per_machine, join=True, start_method="spawn",
-                       args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout))
+                       args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout,
+                             device))
 
 
 def _worker(local_rank: int, main_func: Callable[..., Any], world_size: int, num_per_machine: int,
-            machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta) -> None:
+            machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta, device: str) -> None:
     rank = machine_rank * num_per_machine + local_rank
     os.environ["LOCAL_RANK"] = str(local_rank)  # read by get_local_rank() and device selection
-    backend = default_backend()
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    else:
+    backend = _use_device(device, local_rank)
+    if backend == "gloo":
         share_cpu_threads(num_per_machine)
     try:
         dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=rank,
@@ -105,10 +110,16 @@ def share_cpu_threads(num_processes: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes))
 
 
-def _init_from_env(timeout: timedelta) -> None:
-    backend = default_backend()
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+def _use_device(device: str, local_rank: int) -> str:
+    """Make this process's CUDA device current (NCCL and the CUDA allocator use it); its backend."""
+    resolved = resolve_device(device, local_rank)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    return backend_for(resolved)
+
+
+def _init_from_env(timeout: timedelta, device: str) -> None:
+    backend = _use_device(device, int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
 

@@ -113,16 +113,38 @@ class TrainerBase:
         raise NotImplementedError
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_amp_dtype(enabled: bool, dtype: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype SOLVER.AMP asks for on ``device`` (None when off): DTYPE "" means float16 on
+    CUDA (with a GradScaler) and bfloat16 on CPU (CPU autocast's type; float32's range, no scaler)."""
+    if not enabled:
+        return None
+    name = str(dtype).strip().lower() or ("float16" if device.type == "cuda" else "bfloat16")
+    if name not in AMP_DTYPES:
+        raise ValueError(f"SOLVER.AMP.DTYPE={dtype!r} is not a mixed-precision type; use '' (float16 on CUDA, "
+                         "bfloat16 on CPU), 'float16' or 'bfloat16'")
+    if name == "float16" and device.type != "cuda":
+        raise ValueError(f"SOLVER.AMP.DTYPE=float16 needs CUDA but MODEL.DEVICE is {device}; use bfloat16 "
+                         "(or '') on CPU, or set SOLVER.AMP.ENABLED False")
+    if name == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"SOLVER.AMP.DTYPE=bfloat16 but {torch.cuda.get_device_name(device)} does not support "
+                         "it; use float16 (or '')")
+    return AMP_DTYPES[name]
+
+
 class SimpleTrainer(TrainerBase):
     """Loss -> backward -> (clip) -> SGD step on batches of ``(image, target)`` pairs from ``data_loader``.
 
-    With ``amp=True`` (CUDA only) the forward runs under autocast and the loss is scaled by a GradScaler.
-    A non-finite loss raises ``FloatingPointError`` before the optimizer step, naming the iteration and
-    the loss, so weights and checkpoints stay as they were.
+    With ``amp=True`` the forward runs under autocast in ``amp_dtype`` (see resolve_amp_dtype: float16
+    with a GradScaler on CUDA, bfloat16 on CPU); parameters, optimizer state and norm statistics stay
+    float32. A non-finite loss raises ``FloatingPointError`` before the optimizer step, naming the
+    iteration and the loss, so weights and checkpoints stay as they were.
     """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 *, clip_gradients=None, amp: bool = False, grad_sync=None):
+                 *, clip_gradients=None, amp: bool = False, amp_dtype: str = "", grad_sync=None):
         super().__init__()
         self.model = model
         self.data_loader = data_loader
@@ -131,11 +153,15 @@ class SimpleTrainer(TrainerBase):
         self.clip_gradients = clip_gradients
         self.grad_sync = grad_sync  # averages gradients over processes when DDP is not used (CPU)
         self.device = next(model.parameters()).device
-        self.amp = bool(amp and self.device.type == "cuda")
-        if amp and not self.amp:
-            logger.warning("SOLVER.AMP.ENABLED is True but MODEL.DEVICE is %s: mixed precision needs CUDA; "
-                           "training in float32.", self.device.type)
-        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.amp_dtype = resolve_amp_dtype(amp, amp_dtype, self.device)
+        self.amp = self.amp_dtype is not None
+        scaled = self.amp_dtype == torch.float16  # bfloat16 has float32's exponent range: no scaling needed
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if scaled else None
+        if self.amp:
+            logger.info("SOLVER.AMP: autocast to %s on %s%s", self.amp_dtype, self.device,
+                        " with a GradScaler" if scaled else
+                        (" (checks the mixed-precision path; slower than float32 on CPUs without bfloat16 "
+                         "instructions)" if self.device.type == "cpu" else ""))
 
     def _next_batch(self):
         """The next batch. The first call creates the loader's iterator, for which torch's DataLoader
@@ -156,12 +182,14 @@ class SimpleTrainer(TrainerBase):
         data_time = time.perf_counter() - start
         images = [img.to(self.device, non_blocking=True) for img, _ in batch]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for _, t in batch]
-        ctx = torch.autocast("cuda") if self.amp else nullcontext()
+        ctx = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with ctx:
             loss_dict = self.model(images, targets)
         losses = sum(loss_dict.values())
-        # Averaged over processes: every rank sees a NaN of any rank and stops together.
-        metrics = comm.reduce_mean_dict({k: float(v.detach()) for k, v in loss_dict.items()})
+        # One host sync for all losses (not one per loss). Averaged over processes: every rank sees a NaN
+        # of any rank and stops together.
+        values = torch.stack([v.detach().float() for v in loss_dict.values()]).tolist()
+        metrics = comm.reduce_mean_dict(dict(zip(loss_dict.keys(), values)))
         metrics["total_loss"] = sum(metrics.values())
         self._check_finite(metrics)
         self.optimizer.zero_grad(set_to_none=True)

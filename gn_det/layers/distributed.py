@@ -5,10 +5,12 @@ Each process contributes per channel ``sum(x - s)``, ``sum((x - s)^2)`` and its 
 keeps float32 round-off from cancelling). The sums travel in float64 in one all-reduce; the pooled
 mean and biased variance then equal those of the union of all processes' batches exactly (up to
 round-off), whatever each process holds, including nothing (it sends zeros and a count of 0).
+The pooled count stays a tensor on the device: reading it on the host would stall a CUDA stream once
+per layer, so callers read it only when their own batch has fewer than 2 values per channel.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -37,11 +39,12 @@ def shifted_sums(mean: Tensor, var: Tensor, count_per_row: int, shift: Tensor) -
     return torch.cat([s1, s2, count])
 
 
-def stats_from_sums(sums: Tensor, shift: Tensor) -> Tuple[Tensor, Tensor, int]:
-    """Pooled ``(mean, biased var, count)`` from (all-reduced) shifted_sums, in ``shift``'s dtype."""
+def stats_from_sums(sums: Tensor, shift: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Pooled ``(mean, biased var, count)`` from (all-reduced) shifted_sums: mean and var in ``shift``'s
+    dtype, count a 0-dim float64 tensor on the same device."""
     channels = shift.shape[0]
-    count = int(sums[-1].item())
-    n = max(count, 1)
+    count = sums[-1]
+    n = count.clamp_min(1.0)
     d = sums[:channels] / n
     var = (sums[channels: 2 * channels] / n - d * d).clamp_min(0.0)
     return (shift.double() + d).to(shift.dtype), var.to(shift.dtype), count
@@ -53,13 +56,17 @@ def all_reduce_sum(tensor: Tensor, group: Any) -> Tensor:
     return tensor
 
 
-def update_running_stats(
-    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, count: int, momentum: float
-) -> None:
-    """PyTorch's convention: ``new = (1 - momentum) * old + momentum * batch``, with the unbiased variance."""
-    if count < 1:
-        return  # no samples: nothing to learn from (an empty batch)
-    unbiased = var * (count / (count - 1)) if count > 1 else var
+def update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
+                         count: Union[int, Tensor], momentum: float) -> None:
+    """PyTorch's convention: ``new = (1 - momentum) * old + momentum * batch``, with the unbiased variance.
+
+    ``count`` (values per channel behind ``mean``/``var``; an int or a tensor, read without a host sync):
+    0 leaves the statistics as they were (an empty batch has nothing to teach), 1 uses the biased variance.
+    """
+    dtype = running_mean.dtype
+    count = torch.as_tensor(count, dtype=torch.float64, device=running_mean.device)
+    bessel = torch.where(count > 1, count / (count - 1).clamp_min(1.0), torch.ones_like(count))
+    rate = (count >= 1).to(dtype) * momentum  # 0 for an empty batch
     with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
-        running_var.mul_(1 - momentum).add_(unbiased.detach().to(running_var.dtype), alpha=momentum)
+        running_mean.mul_(1 - rate).add_(rate * mean.detach().to(dtype))
+        running_var.mul_(1 - rate).add_(rate * (var.detach().double() * bessel).to(dtype))

@@ -1,8 +1,27 @@
-"""GN (Wu & He 2018) and its two extremes used in the GN paper's ablations: LN (1 group), IN (C groups)."""
+"""GN (Wu & He 2018) and its two extremes used in the GN paper's ablations: LN (1 group), IN (C groups).
+
+Mixed precision: CUDA autocast runs torch's group_norm in float32 (it is on autocast's float32 list), so
+a float16 activation was copied to float32 and back around every GN: with AMP the GN recipe was slower
+and larger than in float32 (issue 10). gn_det's GroupNorm runs in the input's precision instead, as
+BatchNorm does; torch's kernels accumulate the statistics in float32 either way (acc_type), and the
+affine parameters stay float32 (cast for the kernel, their gradients flow back in float32).
+
+LN is GroupNorm with one group, but not torch's GroupNorm kernel: that kernel reduces each (sample,
+group) in one CUDA block, so LN's N * 1 rows ran on 2 blocks of a GPU and took 8-16x GN's time (issue 10,
+H200). gn_det's LN computes per-(sample, channel) moments with the fused batch-norm reductions of
+gn_det.layers.fused (N * C rows in parallel, float32 for low-precision input), combines them exactly
+into per-sample statistics, and normalizes in one fused pass; its backward is written out below
+(checked against a float64 formula and by gradcheck in tests/layers, on CPU). It is used for CUDA
+input only: on CPU torch's GroupNorm(1) is the faster one (fwd+bwd at 1x256x64x80, 2 threads: 12.5 ms
+vs 55.9 ms for this function; GN 31.9 ms), as its CPU kernel splits each row over threads.
+"""
 from __future__ import annotations
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from .fused import UNIT_EPS, channel_affine, channel_moments, channel_sums, unit_affine
 from .norm import NORM_REGISTRY, NormChannelsError, NormOptions
 
 
@@ -24,19 +43,75 @@ def num_groups_for(channels: int, options: NormOptions) -> int:
     return groups
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """``(x - mu_n) * rstd_n * weight_c + bias_c`` with mu_n, rstd_n over (C, H, W) of sample n."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+        n, c, h, w = x.shape
+        x3 = x.contiguous().view(1, n * c, h * w)
+        m1, v = (t.view(n, c) for t in channel_moments(x3))
+        mu = m1.mean(1)
+        var = v.mean(1) + (m1 - mu[:, None]).square().mean(1)  # total variance = within + between channels
+        rstd = torch.rsqrt(var + eps)
+        weight = weight.to(mu.dtype)
+        center = mu.repeat_interleave(c)
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # returned itself, not a view (F.relu_ works)
+        channel_affine(x3, center, torch.zeros_like(center), (rstd[:, None] * weight).flatten(),
+                       bias.to(mu.dtype).repeat(n), UNIT_EPS, out=y.view_as(x3))
+        ctx.save_for_backward(x3, center, rstd, weight)
+        ctx.size = c * h * w  # values behind each sample's statistics
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x3, center, rstd, weight = ctx.saved_tensors
+        n, c, size = rstd.shape[0], weight.shape[0], ctx.size
+        dy3 = dy.contiguous().view(x3.shape)
+        dot, total = (t.view(n, c).to(rstd.dtype) for t in channel_sums(dy3, x3, center))  # dy*(x-mu), dy
+        # xhat = (x - mu) rstd, g = dy * w: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), means over (C, H, W)
+        mean_g = (total * weight).sum(1) / size
+        mean_gx = rstd * (dot * weight).sum(1) / size
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = unit_affine(x3, center, (-rstd * rstd * mean_gx).repeat_interleave(c),
+                             (-rstd * mean_g).repeat_interleave(c))
+            dx = dx.addcmul_(dy3, (rstd[:, None] * weight).view(1, n * c, 1)).view(dy.shape)
+        return dx, (dot * rstd[:, None]).sum(0), total.sum(0), None
+
+
+class GroupNorm(nn.GroupNorm):
+    """torch's GroupNorm that keeps a float16/bfloat16 input in its precision under autocast, and runs
+    LN (one group) on CUDA through gn_det's parallel LN function (see above)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (self.num_groups == 1 and self.affine and x.is_cuda and x.dim() == 4 and x.shape[1] == self.num_channels
+                and x.numel()):
+            return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
+        if x.dtype not in LOW_PRECISION:
+            return super().forward(x)
+        weight = self.weight.to(x.dtype) if self.weight is not None else None
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x, self.num_groups, weight, bias, self.eps)
+
+
 @NORM_REGISTRY.register("GN")
 def build_group_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
     """torch's GroupNorm with the configured groups (or channels per group) and eps."""
-    return nn.GroupNorm(num_groups_for(channels, options), channels, eps=options.gn_eps)
+    return GroupNorm(num_groups_for(channels, options), channels, eps=options.gn_eps)
 
 
 @NORM_REGISTRY.register("LN")
 def build_layer_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
     """Layer Norm over (C, H, W) per sample, as in the GN paper: GroupNorm with one group."""
-    return nn.GroupNorm(1, channels, eps=options.gn_eps)
+    return GroupNorm(1, channels, eps=options.gn_eps)
 
 
 @NORM_REGISTRY.register("IN")
 def build_instance_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
     """Instance Norm with affine, as in the GN paper: GroupNorm with one group per channel."""
-    return nn.GroupNorm(channels, channels, eps=options.gn_eps)
+    return GroupNorm(channels, channels, eps=options.gn_eps)

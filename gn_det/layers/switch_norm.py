@@ -12,6 +12,9 @@ three backward (sums of dy and dy * (x - mean); affine of x; multiply-add of dy)
 beyond the output and the input gradient; see gn_det.layers.fused. IN, LN and BN statistics all
 derive from the per-(n, c) moments, and the backward maps the gradients of the (N, C) mean and
 variance back to those moments in closed form (checked by gradcheck in tests/layers).
+
+Mixed precision: a float16/bfloat16 input (autocast) gets float32 moments, statistics, importance
+weights and running statistics; the output and the input gradient have the input's dtype (as BN).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
-from .fused import channel_affine, channel_moments, channel_sums
+from .fused import channel_affine, channel_moments, channel_sums, stat_dtype, unit_affine
 from .norm import NORM_REGISTRY, NormOptions
 from .shapes import check_input_4d
 
@@ -86,7 +89,7 @@ class _SwitchNormFunction(torch.autograd.Function):
         if x3.numel() > 0:
             m1, v = (t.view(n, c) for t in channel_moments(x3))
         else:
-            m1 = v = x.new_zeros(n, c)
+            m1 = v = x.new_zeros(n, c, dtype=stat_dtype(x))
         sums = shift = bn_mean = bn_var = None
         if mode.use_bn and mode.batch_stats:
             if mode.group is not None:
@@ -116,7 +119,7 @@ class _SwitchNormFunction(torch.autograd.Function):
         n, c = m1.shape
         if x3.numel() > 0:
             dy3 = dy.contiguous().view(1, n * c, hw)
-            dot, total = (t.view(n, c) for t in channel_sums(dy3, x3, mean.flatten()))  # dy * (x - mean), dy
+            dot, total = (t.view(n, c).to(m1.dtype) for t in channel_sums(dy3, x3, mean.flatten()))  # dy*(x-mean), dy
         else:
             dot = total = m1.new_zeros(n, c)
         # y = (x - mean) * scale + bias with scale = weight * rstd: gradients of the (N, C) statistics.
@@ -140,7 +143,7 @@ class _SwitchNormFunction(torch.autograd.Function):
             if mode.batch_stats:  # the BN branch depends on this batch's moments too
                 gb_mean, gb_var = pm[2] * gb_mean, pv[2] * gb_var  # d loss / d (BN mean, BN var)
                 if shift is not None:  # pooled: mean = shift + S1/count, var = S2/count - (S1/count)^2
-                    count = max(ctx.count, 1)
+                    count = ctx.count.clamp_min(1.0).to(gb_mean.dtype)
                     g_sums = torch.cat([gb_mean - 2.0 * (bn_mean - shift) * gb_var, gb_var]) / count
                     g_s1, g_s2 = all_reduce_sum(g_sums, mode.group).split(c)
                     g_m1 = g_m1 + hw * g_s1 + (2.0 * hw) * (m1 - shift) * g_s2
@@ -156,8 +159,7 @@ class _SwitchNormFunction(torch.autograd.Function):
                 dx = dy.new_zeros(dy.shape)
             else:
                 # dm1/dx = 1/hw, dv/dx = 2 (x - m1)/hw: dx = scale * dy + 2 g_v (x - m1)/hw + g_m1/hw
-                ones = torch.ones(n * c, dtype=x3.dtype, device=x3.device)
-                dx = channel_affine(x3, m1.flatten(), ones, (2.0 / hw) * g_v.flatten(), g_m1.flatten() / hw, 0.0)
+                dx = unit_affine(x3, m1.flatten(), (2.0 / hw) * g_v.flatten(), g_m1.flatten() / hw)
                 dx.addcmul_(dy3, scale.view(1, n * c, 1))
                 dx = dx.view(dy.shape)
         return dx, g_weight, total.sum(0), g_mw, g_vw, None

@@ -1,14 +1,16 @@
 """SyncBN: BatchNorm whose batch statistics are those of the union of all processes' batches.
 
-On CUDA it is torch.nn.SyncBatchNorm (NCCL kernels). torch refuses CPU tensors there, so on CPU
-(gloo) gn_det runs its own autograd Function: one all-reduce of per-process shifted sums, sums of
-squares and counts forward (see gn_det.layers.distributed), one all-reduce of the sums of dy and
-dy * (x - mean) backward. Forward, backward and running statistics then equal BatchNorm2d on the
-concatenated batch, also when processes hold different numbers of images or none: an empty process
-still takes part in both all-reduces, so its loss must be connected to the layer's output (as in
-``loss = logits.sum() * 0`` for a mask head without RoIs), or the other processes wait for it.
-The affine gradients are each process's own share, summed across processes by DDP like any gradient.
-Without a process group, or with one process, it is plain BN.
+One autograd Function serves CPU (gloo) and CUDA (NCCL, or gloo with CUDA tensors) alike: one
+all-reduce of per-process shifted sums, sums of squares and counts forward (see
+gn_det.layers.distributed), one all-reduce of the sums of dy and dy * (x - mean) backward. Forward,
+backward and running statistics then equal BatchNorm2d on the concatenated batch, also when processes
+hold different numbers of images or none: an empty process still takes part in both all-reduces (so
+its loss must be connected to the layer's output, as in ``loss = logits.sum() * 0`` for a mask head
+without RoIs, or the other processes wait for it) and ends with zero, never missing, gradients for
+the weight and bias. (torch.nn.SyncBatchNorm leaves an empty process without any weight gradient,
+which DDP then waits for.) The affine gradients are each process's own share, summed across processes
+by DDP like any gradient. Statistics are float32 for float16/bfloat16 input (autocast) and the output
+has the input's dtype, as BatchNorm2d. Without a process group, or with one process, it is plain BN.
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
-from .fused import channel_affine, channel_moments, channel_sums
+from .fused import channel_affine, channel_moments, channel_sums, kernel_eps, unit_affine
 from .norm import NORM_REGISTRY, NormOptions
 from .shapes import check_batch_statistics, check_input_4d, values_per_channel
 
 
-class _SyncBatchNormCPU(torch.autograd.Function):
-    """Synchronized batch norm over ``group`` for any device gloo can reduce (CPU)."""
+class _SyncBatchNormFunction(torch.autograd.Function):
+    """Synchronized batch norm over ``group`` on any device the group's backend reduces (CPU, CUDA)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
@@ -38,7 +40,8 @@ class _SyncBatchNormCPU(torch.autograd.Function):
             mean_local, var_local = running_mean.clone(), torch.zeros_like(running_var)
         sums = all_reduce_sum(shifted_sums(mean_local[None], var_local[None], count_local, running_mean), group)
         mean, var, count = stats_from_sums(sums, running_mean)
-        check_batch_statistics(module, count, "1 value per channel over all processes")
+        if count_local < 2:  # only then can the union hold 1 value per channel (reading count syncs CUDA)
+            check_batch_statistics(module, int(count.item()), "1 value per channel over all processes")
         update_running_stats(running_mean, running_var, mean, var, count, momentum)
         invstd = torch.rsqrt(var + eps)
         ctx.save_for_backward(x3, weight, mean, invstd)
@@ -57,8 +60,9 @@ class _SyncBatchNormCPU(torch.autograd.Function):
             dot_local, sum_local = channel_sums(dy3, x3, mean)  # sum(dy * (x - mean)), sum(dy)
         else:
             dot_local = sum_local = torch.zeros_like(mean)
-        total = all_reduce_sum(torch.cat([dot_local, sum_local]), ctx.group)
-        dot, sum_dy = total[:c] / max(ctx.count, 1), total[c:] / max(ctx.count, 1)
+        dot_local, sum_local = dot_local.to(mean.dtype), sum_local.to(mean.dtype)
+        total = all_reduce_sum(torch.cat([dot_local, sum_local]), ctx.group) / ctx.count.clamp_min(1.0)
+        dot, sum_dy = total[:c], total[c:]
         dx = None
         if ctx.needs_input_grad[0]:
             if x3.numel() == 0:
@@ -66,8 +70,7 @@ class _SyncBatchNormCPU(torch.autograd.Function):
             else:
                 # dx = w * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
                 scale = weight * invstd
-                ones = torch.ones_like(mean)
-                dx3 = channel_affine(x3, mean, ones, -scale * invstd * invstd * dot, -scale * sum_dy, 0.0)
+                dx3 = unit_affine(x3, mean, (-scale * invstd * invstd * dot).to(mean.dtype), -scale * sum_dy)
                 dx = dx3.addcmul_(dy3, scale[:, None]).view(dy.shape)
         return dx, dot_local * invstd, sum_local, None, None, None, None, None, None
 
@@ -75,9 +78,12 @@ class _SyncBatchNormCPU(torch.autograd.Function):
 class SyncBatchNorm2d(nn.SyncBatchNorm):
     """BatchNorm2d with statistics pooled over the default process group (or ``process_group``).
 
-    CUDA input goes through torch.nn.SyncBatchNorm; CPU input through gn_det's gloo-capable Function;
-    with no process group or one process, or in eval, it is BatchNorm2d.
+    CPU and CUDA input go through gn_det's Function (module docstring); with no process group or one
+    process, or in eval, it is BatchNorm2d. ``eps <= 0`` is stored as in gn_det's BatchNorm2d.
     """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, *args, **kwargs) -> None:
+        super().__init__(num_features, kernel_eps(eps), *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input_4d(self, x)
@@ -86,13 +92,11 @@ class SyncBatchNorm2d(nn.SyncBatchNorm):
             if self.training:
                 check_batch_statistics(self, values_per_channel(x), f"an input of shape {tuple(x.shape)}")
             return nn.modules.batchnorm._BatchNorm.forward(self, x)
-        if x.device.type != "cpu":
-            return super().forward(x)  # torch's NCCL kernels
         if not (self.affine and self.track_running_stats):
-            raise ValueError("gn_det's CPU SyncBatchNorm2d needs affine=True and track_running_stats=True")
+            raise ValueError("gn_det's SyncBatchNorm2d needs affine=True and track_running_stats=True")
         self.num_batches_tracked.add_(1)
         momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        return _SyncBatchNormCPU.apply(
+        return _SyncBatchNormFunction.apply(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, momentum, group, self
         )
 

@@ -1,4 +1,4 @@
-"""gradcheck of the hand-written backward of the CPU SyncBN and of SN's pooled BN branch.
+"""gradcheck of the hand-written backward of SyncBN and of SN's pooled BN branch.
 
 Run in a one-process gloo group (all-reduce is then the identity, but every line of the pooled
 path runs); the 2-process agreement is tested in test_sync_distributed.py.
@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 
 from gn_det.layers import SyncBatchNorm2d
 from gn_det.layers.switch_norm import _Mode, _SwitchNormFunction
-from gn_det.layers.sync_batch_norm import _SyncBatchNormCPU
+from gn_det.layers.sync_batch_norm import _SyncBatchNormFunction
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def group():
         dist.destroy_process_group()
 
 
-def test_cpu_sync_batch_norm_backward_passes_gradcheck(group):
+def test_sync_batch_norm_backward_passes_gradcheck(group):
     bn = SyncBatchNorm2d(3).double()
     running_mean, running_var = torch.randn(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     x = (torch.randn(2, 3, 2, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
@@ -40,7 +40,7 @@ def test_cpu_sync_batch_norm_backward_passes_gradcheck(group):
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
 
     def fn(x, w, b):
-        return _SyncBatchNormCPU.apply(x, w, b, running_mean, running_var, 1e-5, 0.0, group, bn)
+        return _SyncBatchNormFunction.apply(x, w, b, running_mean, running_var, 1e-5, 0.0, group, bn)
 
     assert gradcheck(fn, (x, w, b), fast_mode=True)
 

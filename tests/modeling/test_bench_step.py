@@ -1,4 +1,5 @@
-"""benchmarks/bench_step.py: the detectron2 benchmark input, and one timed step (slow)."""
+"""benchmarks/bench_step.py: the detectron2 benchmark input, one timed step (slow), and the CUDA mode's
+full iteration and GPU busy share, run on CPU at a small size (the CUDA run itself: scripts/gpu_check.sh)."""
 import importlib.util
 import pathlib
 
@@ -40,3 +41,38 @@ def test_bench_runs_on_a_tiny_recipe(capsys):
     # the plain line stays readable by the speed table (gn_det.benchmark.speed)
     (parsed,) = parse_bench_step_output(capsys.readouterr().out)
     assert parsed["config"] == "tiny/mask_rcnn_R_18_FPN_gn.yaml" and parsed["iters"] == 1
+
+
+@pytest.mark.parametrize("intervals, busy", [
+    ([], 0.0),
+    ([(0, 2), (5, 6)], 3.0),
+    ([(0, 4), (1, 2), (3, 6)], 6.0),  # overlapping kernels (two streams) count once
+    ([(3, 6), (0, 4), (10, 11)], 7.0),  # any order
+])
+def test_busy_time_is_the_union_of_kernel_intervals(intervals, busy):
+    assert _bench_module().busy_time(intervals) == busy
+
+
+def test_cuda_mode_without_cuda_is_one_line(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only machine")
+    with pytest.raises(SystemExit):
+        _bench_module().main(["--device", "cuda", "--config", "tiny/mask_rcnn_R_18_FPN_gn.yaml"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "bench_step.py: error: --device cuda but CUDA is not available on this machine; use --device cpu")
+
+
+@pytest.mark.slow
+def test_full_iteration_with_amp_on_cpu(capsys):
+    """The CUDA mode's code path (forward, backward, SGD step, autocast) at 64x96 on CPU: one JSON record."""
+    import json
+
+    from gn_det.benchmark.formatting import render
+    from gn_det.benchmark.speed import build_speed_table
+
+    result = _bench_module().main(["--full-iteration", "--amp", "--size", "64x96", "--images", "2", "--iters", "1",
+                                   "--warmup", "1", "--json", "--config", "tiny/mask_rcnn_R_18_FPN_sn.yaml"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record == result and record["precision"] == "bfloat16 amp" and record["gpu_busy"] is None
+    assert record["s_per_iter"] > 0 and record["peak_mem_mb"] > 100 and record["size"] == "64x96"
+    assert "s/iter" in render(build_speed_table([record]), "text")

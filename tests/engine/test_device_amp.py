@@ -1,0 +1,256 @@
+"""Devices and mixed precision: MODEL.DEVICE resolution (CUDA faked where CI has none), the launch
+backend, SOLVER.AMP on CPU (bfloat16 autocast) and on CUDA (float16 + GradScaler), train_net recording
+the device used, and the GPU-only checks (marked cuda) of the same paths.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine_toys import RandomLoader, ToyDetector
+from gn_det.data import generate_shapes_dataset
+from gn_det.engine.launch import default_backend, launch
+from gn_det.engine.train_loop import SimpleTrainer, resolve_amp_dtype
+from gn_det.utils.device import resolve_device
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_mask_rcnn.yaml")
+NO_CUDA = ("MODEL.DEVICE='cuda' but CUDA is not available on this machine (torch {}); set MODEL.DEVICE cpu "
+           "or auto, or install a CUDA build of torch")
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """A machine with 2 CUDA devices, as far as device resolution can tell."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+# ------------------------------------------------------------------ device resolution
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
+def test_cpu_machine_resolves_auto_to_cpu_and_refuses_cuda_in_one_line():
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu", local_rank=3) == torch.device("cpu")
+    for spec in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError) as e:
+            resolve_device(spec)
+        assert str(e.value) == NO_CUDA.format(torch.__version__).replace("'cuda'", repr(spec))
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec, local_rank, expected", [
+    ("auto", 0, "cuda:0"), ("auto", 1, "cuda:1"), ("cuda", 1, "cuda:1"), ("CUDA:1", 0, "cuda:1"),
+    ("cpu", 1, "cpu"),
+])
+def test_gpu_machine_gives_each_process_its_own_gpu(fake_gpus, spec, local_rank, expected):
+    assert resolve_device(spec, local_rank) == torch.device(expected)
+
+
+def test_local_rank_comes_from_the_environment(fake_gpus, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == torch.device("cuda:1")
+
+
+@pytest.mark.parametrize("spec, local_rank, msg", [
+    ("cuda:2", 0, "MODEL.DEVICE='cuda:2' needs CUDA device 2 (local rank 0) but only 2 are visible; use at most "
+                  "--num-gpus 2 or set MODEL.DEVICE to a visible device"),
+    ("auto", 2, "MODEL.DEVICE='auto' needs CUDA device 2 (local rank 2) but only 2 are visible"),
+    ("gpu", 0, "MODEL.DEVICE='gpu' is not a device; use 'auto' (GPU if present, else CPU), 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_bad_device_is_one_line(fake_gpus, spec, local_rank, msg):
+    with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        resolve_device(spec, local_rank)
+
+
+def test_backend_follows_the_device(fake_gpus):
+    assert default_backend("auto") == "nccl"
+    assert default_backend("cuda") == "nccl"
+    assert default_backend("cpu") == "gloo"  # a CPU run on a GPU machine: gloo, not NCCL
+
+
+def test_backend_is_gloo_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_backend("auto") == "gloo"
+
+
+def test_more_processes_than_gpus_is_refused_before_spawning(fake_gpus, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ValueError, match=r"--num-gpus 3 but only 2 CUDA devices are visible \(NCCL needs one GPU "
+                                         r"per process\); use --num-gpus 2, or MODEL.DEVICE cpu"):
+        launch(print, 3, device="auto")
+
+
+# ------------------------------------------------------------------ SOLVER.AMP
+CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("enabled, dtype, device, expected", [
+    (False, "", GPU, None), (True, "", GPU, torch.float16), (True, "", CPU, torch.bfloat16),
+    (True, "bfloat16", CPU, torch.bfloat16), (True, "FLOAT16", GPU, torch.float16),
+])
+def test_amp_dtype_per_device(enabled, dtype, device, expected):
+    assert resolve_amp_dtype(enabled, dtype, device) is expected
+
+
+@pytest.mark.parametrize("dtype, device, msg", [
+    ("float16", CPU, "SOLVER.AMP.DTYPE=float16 needs CUDA but MODEL.DEVICE is cpu; use bfloat16 (or '') on CPU, "
+                     "or set SOLVER.AMP.ENABLED False"),
+    ("half", CPU, "SOLVER.AMP.DTYPE='half' is not a mixed-precision type; use '' (float16 on CUDA, bfloat16 on "
+                  "CPU), 'float16' or 'bfloat16'"),
+])
+def test_bad_amp_dtype_is_one_line(dtype, device, msg):
+    with pytest.raises(ValueError) as e:
+        resolve_amp_dtype(True, dtype, device)
+    assert str(e.value) == msg
+
+
+def _toy_trainer(device, amp, amp_dtype=""):
+    torch.manual_seed(0)
+    model = ToyDetector().to(device)
+    seen = []
+    model.conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = ([(img.to(device), {k: v.to(device) for k, v in t.items()}) for img, t in batch]
+              for batch in RandomLoader(seed=0))
+    return SimpleTrainer(model, loader, opt, amp=amp, amp_dtype=amp_dtype), seen
+
+
+def test_amp_on_cpu_runs_bfloat16_autocast_without_a_scaler():
+    trainer, seen = _toy_trainer("cpu", amp=True)
+    assert trainer.amp_dtype is torch.bfloat16 and trainer.grad_scaler is None
+    trainer.train(0, 3)
+    assert seen == [torch.bfloat16] * 3  # the conv ran under autocast
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(t.dtype == torch.float32 for t in trainer.model.bn.state_dict().values() if t.is_floating_point())
+
+
+def test_without_amp_the_forward_stays_float32():
+    trainer, seen = _toy_trainer("cpu", amp=False)
+    trainer.train(0, 2)
+    assert seen == [torch.float32] * 2 and trainer.grad_scaler is None
+
+
+# ------------------------------------------------------------------ train_net
+def _load_train_net():
+    spec = importlib.util.spec_from_file_location("train_net_device_test", TRAIN_NET)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "shapes64"
+    generate_shapes_dataset(str(root), num_train=8, num_val=4, size=64, seed=1)
+    ann = root / "annotations"
+    return ["--register-coco", "dev_train", str(ann / "instances_train.json"), str(root / "train"),
+            "--register-coco", "dev_val", str(ann / "instances_val.json"), str(root / "val")]
+
+
+def _argv(data, out, *opts):
+    return ["--config", CONFIG, *data, "DATASETS.TRAIN", "('dev_train',)", "DATASETS.TEST", "('dev_val',)",
+            "OUTPUT_DIR", str(out), *opts]
+
+
+def _config_yaml(out):
+    import yaml
+
+    return yaml.safe_load((out / "config.yaml").read_text())
+
+
+def test_train_net_records_the_device_used_and_trains_with_cpu_amp(data, tmp_path):
+    """Default MODEL.DEVICE 'auto' is written to config.yaml as the device actually used; AMP on CPU is bf16."""
+    tn = _load_train_net()
+    results = tn.main(tn.default_argument_parser().parse_args(
+        _argv(data, tmp_path, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True")))
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert _config_yaml(tmp_path)["MODEL"]["DEVICE"] == expected
+    log = (tmp_path / "log.txt").read_text()
+    assert ("autocast to torch.float16 on cuda:0 with a GradScaler" if torch.cuda.is_available()
+            else "autocast to torch.bfloat16 on cpu") in log
+    assert set(results["dev_val"]) == {"bbox", "segm"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine")
+def test_train_net_cuda_without_cuda_is_one_line_before_anything_runs(data, tmp_path):
+    proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, tmp_path / "out", "MODEL.DEVICE", "cuda")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "train_net.py: error: " + NO_CUDA.format(torch.__version__)
+
+
+# ------------------------------------------------------------------ on a GPU (scripts/gpu_check.sh)
+@pytest.mark.cuda
+def test_default_device_is_this_process_gpu():
+    """MODEL.DEVICE defaults to 'auto', which is cuda:<local rank> (here 0) on a GPU machine."""
+    from gn_det.config import get_cfg
+    from gn_det.modeling import build_model
+
+    cfg = get_cfg()
+    assert cfg.MODEL.DEVICE == "auto" and resolve_device("auto") == torch.device("cuda", 0)
+    cfg.merge_from_file(CONFIG)
+    cfg.MODEL.DEVICE = "auto"  # CONFIG pins the CPU for the CPU tests
+    model = build_model(cfg)
+    assert {p.device for p in model.parameters()} == {torch.device("cuda", 0)}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp_dtype, scaled", [("", True), ("bfloat16", False)])
+def test_cuda_amp_trains_with_a_scaler_for_float16_only(amp_dtype, scaled):
+    if amp_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bfloat16")
+    trainer, seen = _toy_trainer("cuda", amp=True, amp_dtype=amp_dtype)
+    assert (trainer.grad_scaler is not None) == scaled
+    trainer.train(0, 3)
+    assert seen == [torch.float16 if scaled else torch.bfloat16] * 3
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.cuda
+def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tmp_path):
+    """Train 2 iterations on the GPU (SyncBN, precise BN, AMP), then --eval-only and --resume with CUDA hidden."""
+    gpu = tmp_path / "gpu"
+    opts = ("MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "SyncBN",
+            "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2")
+    proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, gpu, *opts)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _config_yaml(gpu)["MODEL"]["DEVICE"] == "cuda:0"
+    cpu_env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    weights = str(gpu / "model_final.pth")
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--eval-only", *_argv(data, tmp_path / "cpu_eval", "MODEL.WEIGHTS",
+                                                                          weights)],
+                          cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _config_yaml(tmp_path / "cpu_eval")["MODEL"]["DEVICE"] == "cpu"
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--resume",
+                           *_argv(data, gpu, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "3", "SOLVER.AMP.ENABLED",
+                                  "True")],
+                          cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.load(gpu / "model_final.pth", weights_only=True)["iteration"] == 2
+
+
+@pytest.mark.cuda
+def test_two_gpu_run_over_nccl(data, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs (NCCL refuses two processes on one GPU)")
+    opts = ("MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "MODEL.RESNETS.NORM", "SyncBN", "MODEL.FPN.NORM", "SyncBN")
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--num-gpus", "2", *_argv(data, tmp_path, *opts)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Rank 0 of 2" in (tmp_path / "log.txt").read_text() and (tmp_path / "log.txt.rank1").is_file()
+    assert _config_yaml(tmp_path)["MODEL"]["DEVICE"] == "cuda:0"
+    assert (tmp_path / "inference" / "dev_val" / "metrics.json").is_file()
+
+
+def test_device_key_defaults_to_auto():
+    from gn_det.config import get_cfg
+
+    assert get_cfg().MODEL.DEVICE == "auto" and get_cfg().SOLVER.AMP.DTYPE == ""
+
