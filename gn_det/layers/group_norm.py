@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .fused import UNIT_EPS, channel_affine, channel_moments, channel_sums, unit_affine
 from .norm import NORM_REGISTRY, NormChannelsError, NormOptions
+from .precision import LOW_PRECISION
 
 
 def num_groups_for(channels: int, options: NormOptions) -> int:
@@ -41,9 +42,6 @@ def num_groups_for(channels: int, options: NormOptions) -> int:
             f"set {options.gn_groups_key} to a divisor of {channels} or use MODEL.GN.DIM_PER_GP",
         )
     return groups
-
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class _LayerNormFunction(torch.autograd.Function):
