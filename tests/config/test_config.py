@@ -5,7 +5,7 @@ import pytest
 
 from gn_det.config import (CONFIGS_DIR, CfgNode, ConfigKeyError, ConfigTypeError, get_cfg, norm_keys,
                            norm_options_from_cfg, resolve_config_path)
-from gn_det.layers import NORM_REGISTRY
+from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, SNOptions
 from gn_det.utils import UnknownNameError
 
 
@@ -27,17 +27,18 @@ BAD_OVERRIDES = [
     # unknown leaf key: names the key and the closest valid ones
     (["MODEL.RESNETS.NROM", "GN"], ConfigKeyError,
      "Unknown config key MODEL.RESNETS.NROM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, "
-     "MODEL.RESNETS.NUM_GROUPS?"),
+     "MODEL.RESNETS.CONV?"),
     # unknown section: the full key inside it is quoted
     (["MODEL.RESNET.NORM", "GN"], ConfigKeyError,
-     "Unknown config key MODEL.RESNET.NORM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, MODEL.FPN.NORM?"),
+     "Unknown config key MODEL.RESNET.NORM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, "
+     "MODEL.RESNETS.CONV?"),
     # wrong type: key, value and expected type
     (["MODEL.RESNETS.DEPTH", "fifty"], ConfigTypeError,
      "Config key MODEL.RESNETS.DEPTH has value 'fifty' of type str, expected type int (default: 50)"),
     (["SOLVER.MAX_ITER", "1.5"], ConfigTypeError,
      "Config key SOLVER.MAX_ITER has value 1.5 of type float, expected type int (default: 90000)"),
     (["MODEL.FPN", "3"], ConfigTypeError,
-     "Config key MODEL.FPN is a section (FUSE_TYPE, IN_FEATURES, NORM, OUT_CHANNELS); got the value 3"),
+     "Config key MODEL.FPN is a section (CONV, FUSE_TYPE, IN_FEATURES, NORM, OUT_CHANNELS); got the value 3"),
     # unregistered norm name: key and registered names
     (["MODEL.FPN.NORM", "GNN"], UnknownNameError,
      "Unknown NORM name 'GNN' (from MODEL.FPN.NORM). Registered names: {names}. Did you mean 'GN'? Use '' for no norm."),
@@ -101,11 +102,10 @@ def test_norm_options_from_cfg():
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.GN.NUM_GROUPS", "16", "MODEL.GN.EPSILON", "1e-6", "MODEL.BN.MOMENTUM", "0.01",
                          "MODEL.SN.USE_BN", "False", "MODEL.SN.FREEZE_STATS", "True", "MODEL.BN.EPSILON", "0.0"])
-    o = norm_options_from_cfg(cfg)
-    assert (o.gn_num_groups, o.gn_dim_per_gp, o.gn_eps, o.bn_momentum, o.bn_eps) == (16, -1, 1e-6, 0.01, 0.0)
-    assert (o.sn_use_bn, o.sn_freeze_stats, o.gn_groups_key) == (False, True, "MODEL.GN.NUM_GROUPS")
-    cfg.merge_from_list(["MODEL.GN.DIM_PER_GP", "8"])
-    assert norm_options_from_cfg(cfg).gn_groups_key == "MODEL.GN.DIM_PER_GP"
+    o = norm_options_from_cfg(cfg)  # one options instance per family (the closed NormOptions bundle is gone)
+    assert o.of(GNOptions) == GNOptions(num_groups=16, dim_per_gp=-1, epsilon=1e-6)
+    assert o.of(BNOptions) == BNOptions(momentum=0.01, epsilon=0.0)
+    assert o.of(SNOptions) == SNOptions(use_bn=False, momentum=0.1, epsilon=1e-5, freeze_stats=True)
 
 
 def test_norm_keys_are_the_norm_slots():
