@@ -8,16 +8,17 @@ from .traits import (
     kinds_holding, undeclare_kind,
 )
 from .options import FamilyOptions, NormOptions, option_key
+from .norm_type import NORM_REGISTRY, NormType, register_norm
 from .norm import (
-    NORM_REGISTRY, NormChannelsError, NormTag, NormType, applies_activation, batch_free_norms, freeze_parameters,
-    get_norm, is_norm, norm_name, norm_tag, norm_traits, norm_type_of, register_norm, synced_norms,
+    NormChannelsError, NormTag, applies_activation, batch_free_norms, get_norm, is_norm, norm_name, norm_tag,
+    norm_traits, norm_type_of, synced_norms,
 )
 from .batch_norm import BatchNorm2d, BNOptions
 from .frozen_bn import FrozenBatchNorm2d, convert_frozen_batchnorm
 from .group_norm import GNOptions, num_groups_for
 from .sync_batch_norm import SyncBatchNorm2d
 from .switch_norm import SNOptions, SwitchNorm2d, SyncSwitchNorm2d
-from .convert import NormRow, Replacement, convert_norm, describe_norms, freeze_norms, is_bn_like
+from .convert import NormRow, Replacement, convert_norm, describe_norms, freeze_norms, freeze_parameters, is_bn_like
 from .conv import CONV_REGISTRY, Conv2d, WSConv2d, get_conv, standardize_weight
 from .per_level import per_level_norms, tie_parameters
 

@@ -1,13 +1,14 @@
-"""Whole-model norm surgery and inspection: freeze_norms, convert_norm, describe_norms (all by the norms' traits)."""
+"""Whole-model norm surgery and inspection by the norms' declared traits: freeze_norms, convert_norm, describe_norms."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from torch import nn
 
-from .norm import freeze_parameters, get_norm, norm_tag, norm_traits, norm_type_of, tag_norm
+from .norm import get_norm, norm_tag, norm_traits, norm_type_of, tag_norm
 from .traits import BN_KIND
 
 logger = logging.getLogger(__name__)
@@ -17,6 +18,27 @@ def is_bn_like(module: nn.Module) -> bool:
     """A norm of checkpoint kind BN (BN, SyncBN, gn_det's and torchvision's FrozenBN, ...): convert_norm's default."""
     traits = norm_traits(module)
     return traits is not None and traits.kind == BN_KIND
+
+
+def freeze_parameters(module: nn.Module) -> nn.Module:
+    """The default freeze: no parameter takes a gradient; a norm with batch statistics also stays in eval.
+
+    Keeping it in eval (its ``train()`` no longer leaves eval) makes it use its running statistics and
+    stop updating them, as a frozen stage needs (STYLE habit 5).
+    """
+    for p in module.parameters():
+        p.requires_grad_(False)
+    traits = norm_traits(module)
+    if traits is not None and traits.running_stats and traits.batch_dependent:
+        module.train = functools.partial(_stay_in_eval, module)  # type: ignore[method-assign]
+        module.eval()
+    return module
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` of a frozen norm: always eval (see freeze_parameters)."""
+    return nn.Module.train(module, False)
+
 
 
 class NormRow(NamedTuple):
@@ -42,7 +64,8 @@ def _freeze_one(module: nn.Module) -> Optional[nn.Module]:
     if traits is None:
         return None
     entry = norm_type_of(module)
-    frozen = (entry.freeze if entry is not None else freeze_parameters)(module)
+    freeze = entry.freeze if entry is not None and entry.freeze is not None else freeze_parameters
+    frozen = freeze(module)
     if frozen is module:  # frozen statistics: its training output no longer depends on the batch
         tag = norm_tag(module)
         tag_norm(module, tag.name if tag else (entry.name if entry else type(module).__name__),

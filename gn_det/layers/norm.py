@@ -1,225 +1,42 @@
-"""The one entry point for normalization layers: ``NORM_REGISTRY`` of declared norm types and ``get_norm``.
+"""The one entry point for normalization layers: ``get_norm`` over the registry of declared norm types.
 
 Every place in a detector that takes a norm (stem, blocks, shortcuts, FPN, RPN head, box and mask
-heads) calls ``get_norm(name, channels, options)``, so a norm name means the same everywhere. A
-registry entry is a ``NormType``: how to build the norm from ``(channels, options)``, its options
-dataclass (and so its config node), its traits (gn_det.layers.traits), how to freeze it, and the module
-types that identify it when a module was not built by get_norm. A new norm is one decorated builder::
-
-    @register_norm("MyNorm", options=MyOptions, traits=NormTraits(kind="MyNorm", running_stats=True,
-                   batch_dependent=True), module_types=(MyNorm2d,), state_keys=("weight", "bias", ...))
-    def build_my_norm(channels: int, options: MyOptions) -> MyNorm2d: ...
+heads) calls ``get_norm(name, channels, options)``, so a norm name means the same everywhere. get_norm
+tags each module it builds with its entry name and resolved traits; ``norm_traits(module)`` /
+``norm_type_of(module)`` read the tag, else the entries' declared module types, so every consumer
+(solver, precise BN, freezing, describe, weight matching, estimation shift) asks the traits, never a
+class name. Registration: gn_det.layers.norm_type (``register_norm``, ``NORM_REGISTRY``).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from gn_det.utils.registry import Registry
+from .norm_type import NORM_REGISTRY, NormType, register_norm
+from .options import NormOptions, option_key
+from .traits import NormTraits
 
-from .options import NormOptions, check_options_type, option_key
-from .traits import NormTraits, declare_kind, kind_state_keys
-
-TraitsSpec = Union[NormTraits, Callable[[Any], NormTraits]]
-NormSpec = Union[str, None, type, functools.partial, Callable[..., nn.Module]]
+NormSpec = Union[str, None, type, functools.partial, Any]
 _TAG = "_gn_det_norm"  # attribute get_norm sets on each norm it builds (a NormTag)
 
-
-def freeze_parameters(module: nn.Module) -> nn.Module:
-    """The default freeze: no parameter takes a gradient; a norm with batch statistics also stays in eval.
-
-    Keeping it in eval (its ``train()`` no longer leaves eval) makes it use its running statistics and
-    stop updating them, as a frozen stage needs (STYLE habit 5).
-    """
-    for p in module.parameters():
-        p.requires_grad_(False)
-    traits = norm_traits(module)
-    if traits is not None and traits.running_stats and traits.batch_dependent:
-        module.train = functools.partial(_stay_in_eval, module)  # type: ignore[method-assign]
-        module.eval()
-    return module
-
-
-def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
-    """``train()`` of a frozen norm: always eval (see freeze_parameters)."""
-    return nn.Module.train(module, False)
-
-
-@dataclass(frozen=True)
-class NormType:
-    """One registered norm: everything the rest of gn_det needs to know about it, declared in one place.
-
-    - ``build(channels, options) -> nn.Module``; a norm whose traits include the activation is also
-      passed ``apply_act`` (True where a ReLU would follow it, and it applies its own nonlinearity).
-    - ``options_type``: its options dataclass (config node ``options_type.config_node``); None for
-      entries registered the short way, whose builder receives the whole NormOptions.
-    - ``traits``: a NormTraits, or a function of the options returning one (SN: USE_BN, FREEZE_STATS).
-    - ``freeze(module) -> module``: what a frozen stage does to it (default freeze_parameters).
-    - ``module_types``: classes (or dotted paths, resolved only once their module is imported) whose
-      instances are this norm when get_norm did not build them (torch's BatchNorm2d, GroupNorm, ...).
-    - ``module_traits(module)``: the traits read from a built module, for traits that depend on options.
-    - ``batch_free_options``: option values that make it batch-free (SN: use_bn=False), quoted in errors.
-    """
-
-    name: str
-    build: Callable[..., nn.Module]
-    options_type: Optional[type] = None
-    traits: TraitsSpec = None  # type: ignore[assignment]
-    freeze: Callable[[nn.Module], nn.Module] = freeze_parameters
-    module_types: Tuple[Union[type, str], ...] = ()
-    module_traits: Optional[Callable[[nn.Module], NormTraits]] = None
-    batch_free_options: Mapping[str, Any] = field(default_factory=dict)
-    declared_kinds: Tuple[str, ...] = ()  # kinds first declared by this entry (undeclared with it)
-
-    @property
-    def config_node(self) -> Optional[str]:
-        """Config node of its options (e.g. "MODEL.GN"), or None."""
-        return getattr(self.options_type, "config_node", None) if self.options_type else None
-
-    def default_options(self) -> Any:
-        """Its options at their defaults."""
-        return self.options_type() if self.options_type is not None else NormOptions()
-
-    def options_in(self, bundle: NormOptions) -> Any:
-        """What its builder receives from a bundle of every family's options: its family's, or all (short form)."""
-        return bundle.of(self.options_type) if self.options_type is not None else bundle
-
-    def traits_for(self, options: Any) -> NormTraits:
-        """Its traits under ``options`` (an instance of options_type)."""
-        return self.traits(options) if callable(self.traits) else self.traits
-
-    def resolved_types(self) -> Tuple[type, ...]:
-        """module_types with dotted paths resolved where their module is already imported."""
-        out = []
-        for t in self.module_types:
-            if isinstance(t, str):
-                mod_name, _, attr = t.rpartition(".")
-                mod = sys.modules.get(mod_name)  # never import: torchvision costs seconds per process
-                t = getattr(mod, attr, None) if mod is not None else None
-            if isinstance(t, type):
-                out.append(t)
-        return tuple(out)
+__all__ = ["NORM_REGISTRY", "NormChannelsError", "NormTag", "NormType", "applies_activation", "batch_free_norms",
+           "get_norm", "is_norm", "norm_name", "norm_tag", "norm_traits", "norm_type_of", "register_norm",
+           "synced_norms", "tag_norm"]
 
 
 @dataclass(frozen=True)
 class NormTag:
-    """What get_norm records on a module it built: the entry name, resolved traits, activation applied."""
+    """What get_norm (or freezing) records on a module: the entry name, resolved traits, activation applied."""
 
     name: str
     traits: NormTraits
     registered: bool = True
     applies_activation: bool = False
-
-
-class NormRegistry(Registry):
-    """The NORM registry: name -> NormType. ``register("Name")(builder)`` still works (default traits)."""
-
-    def _do_register(self, name: str, obj: Any) -> None:
-        if not isinstance(obj, NormType):
-            obj = _short_entry(name, obj)
-        super()._do_register(name, obj)
-
-    def unregister(self, name: str) -> NormType:
-        """Remove and return the entry ``name`` (and the checkpoint kinds it declared)."""
-        from .traits import undeclare_kind
-
-        entry = super().unregister(name)
-        for kind in entry.declared_kinds:
-            undeclare_kind(kind)
-        return entry
-
-    def entries(self) -> List[NormType]:
-        """Every entry, in registration order."""
-        return list(self._obj_map.values())
-
-
-NORM_REGISTRY = NormRegistry("NORM")
-NORM_REGISTRY.__doc__ = """
-Registry of normalization layers: name -> NormType (see gn_det.layers.norm). Register with
-``@register_norm("MyNorm", options=..., traits=..., module_types=...)`` on ``build(channels, options)
--> nn.Module``; the short form ``@NORM_REGISTRY.register("MyNorm")`` on ``builder(channels, options:
-NormOptions) -> nn.Module`` gives default traits (its own kind, no running statistics, batch-free).
-The name is then valid in every config key that takes a norm.
-"""
-
-
-def _short_entry(name: str, builder: Any) -> NormType:
-    """The NormType of a short-form registration: default traits, or a class's ``norm_traits`` attribute."""
-    if not callable(builder):
-        raise TypeError(f"NORM_REGISTRY entry {name!r} must be a builder (channels, options) -> nn.Module, "
-                        f"got {builder!r}")
-    traits = getattr(builder, "norm_traits", None)
-    return NormType(name, builder, None, traits if isinstance(traits, NormTraits) else NormTraits(kind=name),
-                    module_types=(builder,) if isinstance(builder, type) else ())
-
-
-def register_norm(
-    name: str,
-    *,
-    options: Optional[type] = None,
-    traits: Optional[TraitsSpec] = None,
-    freeze: Optional[Callable[[nn.Module], nn.Module]] = None,
-    module_types: Iterable[Union[type, str]] = (),
-    module_traits: Optional[Callable[[nn.Module], NormTraits]] = None,
-    batch_free_options: Optional[Mapping[str, Any]] = None,
-    state_keys: Optional[Iterable[str]] = None,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering ``build(channels, options) -> nn.Module`` as the norm ``name``.
-
-    ``options``: the family's options dataclass (with ``config_node``); ``traits``: NormTraits or a
-    function of the options (default: ``NormTraits(kind=name)``); ``freeze``: default
-    freeze_parameters; ``module_types``: classes recognised as this norm; ``state_keys``: declares the
-    checkpoint kind of its traits as holding exactly these leaf names (for weight loading).
-    """
-
-    def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        who = f"register_norm({name!r})"
-        if name in NORM_REGISTRY:
-            raise ValueError(f"An object named {name!r} was already registered in the NORM registry")
-        if options is not None:
-            check_options_type(options, who)
-            _check_config_node(options, who)
-        entry = NormType(
-            name, build, options, traits if traits is not None else NormTraits(kind=name),
-            freeze=freeze or freeze_parameters, module_types=tuple(module_types), module_traits=module_traits,
-            batch_free_options=dict(batch_free_options or {}),
-        )
-        _check_batch_free_options(entry, who)
-        kind = entry.traits_for(entry.default_options()).kind
-        if state_keys is not None and kind_state_keys(kind) is None:
-            declare_kind(kind, state_keys)
-            entry = dataclasses.replace(entry, declared_kinds=(kind,))
-        elif state_keys is not None:
-            declare_kind(kind, state_keys)  # raises if it contradicts the existing declaration
-        NORM_REGISTRY._do_register(name, entry)
-        return build
-
-    return deco
-
-
-def _check_config_node(options_type: type, who: str) -> None:
-    for entry in NORM_REGISTRY.entries():
-        if entry.options_type is not None and entry.options_type is not options_type \
-                and entry.config_node == options_type.config_node:
-            raise ValueError(f"{who}: {options_type.__name__} and {entry.options_type.__name__} (norm "
-                             f"{entry.name!r}) both claim config node {options_type.config_node}")
-
-
-def _check_batch_free_options(entry: NormType, who: str) -> None:
-    if not entry.batch_free_options:
-        return
-    if entry.options_type is None:
-        raise ValueError(f"{who}: batch_free_options needs an options dataclass")
-    options = dataclasses.replace(entry.default_options(), **entry.batch_free_options)
-    if entry.traits_for(options).batch_dependent:
-        raise ValueError(f"{who}: its traits under batch_free_options {dict(entry.batch_free_options)} are "
-                         "still batch-dependent")
 
 
 class NormChannelsError(ValueError):
@@ -255,10 +72,16 @@ def _entry_for_type(cls: type) -> Optional[NormType]:
     return None
 
 
+def norm_tag(module: Optional[nn.Module]) -> Optional[NormTag]:
+    """The NormTag get_norm (or freezing) recorded on ``module``, or None."""
+    tag = getattr(module, _TAG, None)
+    return tag if isinstance(tag, NormTag) else None
+
+
 def norm_type_of(module: nn.Module) -> Optional[NormType]:
     """The registry entry ``module`` is an instance of: get_norm's tag, else by declared module types."""
-    tag = getattr(module, _TAG, None)
-    if isinstance(tag, NormTag) and tag.registered and tag.name in NORM_REGISTRY:
+    tag = norm_tag(module)
+    if tag is not None and tag.registered and tag.name in NORM_REGISTRY:
         return NORM_REGISTRY.get(tag.name)
     return _entry_for_type(type(module))
 
@@ -269,11 +92,11 @@ def norm_traits(module: nn.Module) -> Optional[NormTraits]:
     Read from the module itself where its entry knows how (SN: its use_bn and freeze_stats now), else
     from get_norm's tag, else from the entry its type declares, else from a ``norm_traits`` class attribute.
     """
-    tag = getattr(module, _TAG, None)
     entry = norm_type_of(module)
     if entry is not None and entry.module_traits is not None:
         return entry.module_traits(module)
-    if isinstance(tag, NormTag):
+    tag = norm_tag(module)
+    if tag is not None:
         return tag.traits
     if entry is not None:
         return entry.traits_for(entry.default_options())
@@ -288,19 +111,13 @@ def is_norm(module: nn.Module) -> bool:
 
 def norm_name(module: nn.Module) -> Optional[str]:
     """The registered name of a norm module (tag or type), its class name if unregistered, None if no norm."""
-    tag = getattr(module, _TAG, None)
-    if isinstance(tag, NormTag):
+    tag = norm_tag(module)
+    if tag is not None:
         return tag.name
     entry = norm_type_of(module)
     if entry is not None:
         return entry.name
     return type(module).__name__ if is_norm(module) else None
-
-
-def norm_tag(module: Optional[nn.Module]) -> Optional[NormTag]:
-    """The NormTag get_norm (or freezing) recorded on ``module``, or None."""
-    tag = getattr(module, _TAG, None)
-    return tag if isinstance(tag, NormTag) else None
 
 
 def applies_activation(module: Optional[nn.Module]) -> bool:

@@ -3,8 +3,10 @@ import os
 
 import pytest
 
-from gn_det.config import (CONFIGS_DIR, CfgNode, ConfigKeyError, ConfigTypeError, get_cfg, norm_keys,
-                           norm_options_from_cfg, resolve_config_path)
+import dataclasses
+
+from gn_det.config import (CONFIGS_DIR, CfgNode, ConfigKeyError, ConfigTypeError, check_batch_dependent_norms, conv_keys,
+                           get_cfg, norm_keys, norm_options_from_cfg, resolve_config_path)
 from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, SNOptions
 from gn_det.utils import UnknownNameError
 
@@ -44,6 +46,9 @@ BAD_OVERRIDES = [
      "Unknown NORM name 'GNN' (from MODEL.FPN.NORM). Registered names: {names}. Did you mean 'GN'? Use '' for no norm."),
     (["MODEL.RPN.HEAD_NORM", "batchnorm"], UnknownNameError,
      "Unknown NORM name 'batchnorm' (from MODEL.RPN.HEAD_NORM). Registered names: {names}."),
+    # unregistered conv name: key and registered names
+    (["MODEL.ROI_BOX_HEAD.CONV", "StdConv"], UnknownNameError,
+     "Unknown CONV name 'StdConv' (from MODEL.ROI_BOX_HEAD.CONV). Registered names: '', WS."),
     # odd-length override list
     (["MODEL.FPN.NORM"], ValueError, "Config overrides must come in KEY VALUE pairs, got 1 items: ['MODEL.FPN.NORM']"),
 ]
@@ -112,6 +117,74 @@ def test_norm_keys_are_the_norm_slots():
     keys = {k for k, _ in norm_keys(get_cfg())}
     assert keys == {"MODEL.RESNETS.NORM", "MODEL.RESNETS.NORM_3X3", "MODEL.FPN.NORM", "MODEL.RPN.HEAD_NORM",
                     "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM"}  # not SOLVER.WEIGHT_DECAY_NORM (a float)
+
+
+def test_conv_keys_sit_next_to_the_norm_keys():
+    assert dict(conv_keys(get_cfg())) == {"MODEL.RESNETS.CONV": "", "MODEL.FPN.CONV": "", "MODEL.RPN.HEAD_CONV": "",
+                                          "MODEL.ROI_BOX_HEAD.CONV": "", "MODEL.ROI_MASK_HEAD.CONV": ""}
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.CONV", "WS", "MODEL.FPN.CONV", "WS"])  # GN+WS
+    assert (cfg.MODEL.RESNETS.CONV, cfg.MODEL.FPN.CONV) == ("WS", "WS")
+
+
+def test_norm_option_nodes_are_generated_from_the_options_dataclasses():
+    cfg = get_cfg()
+    for family in (GNOptions, BNOptions, SNOptions):
+        node = cfg
+        for part in family.config_node.split("."):
+            node = node[part]
+        assert dict(node) == {f.name.upper(): f.default for f in dataclasses.fields(family)}
+    assert (cfg.MODEL.GN.NUM_GROUPS, cfg.MODEL.BN.EPSILON, cfg.MODEL.SN.USE_BN) == (32, 1e-5, True)
+
+
+def test_get_cfg_adds_the_node_of_a_family_registered_later():
+    from gn_det.layers import FamilyOptions, NormTraits, register_norm
+
+    @dataclasses.dataclass(frozen=True)
+    class LateOptions(FamilyOptions):
+        config_node = "MODEL.LATE"
+        alpha: float = 0.5
+
+    register_norm("TestLate", options=LateOptions, traits=NormTraits(kind="TestLate"))(lambda c, o: None)
+    try:
+        cfg = get_cfg()
+        cfg.merge_from_list(["MODEL.LATE.ALPHA", 2])
+        assert norm_options_from_cfg(cfg).of(LateOptions) == LateOptions(alpha=2.0)
+    finally:
+        NORM_REGISTRY.unregister("TestLate")
+    assert "LATE" not in get_cfg().MODEL
+
+
+# (overrides, images per process, processes, refused keys or None)
+BATCH_CHECKS = [
+    ([], 1, 1, None),  # FrozenBN: fine
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "SN"], 1, 1,
+     "MODEL.RESNETS.NORM='BN', MODEL.ROI_BOX_HEAD.NORM='SN'"),
+    (["MODEL.RESNETS.NORM", "BN"], 2, 1, None),
+    (["MODEL.FPN.NORM", "SyncBN"], 1, 1, "MODEL.FPN.NORM='SyncBN'"),  # one process: plain BN
+    (["MODEL.FPN.NORM", "SyncBN", "MODEL.RPN.HEAD_NORM", "SyncSN"], 1, 2, None),  # pooled over 2 processes
+    (["MODEL.FPN.NORM", "SN", "MODEL.SN.USE_BN", False], 1, 1, None),
+    (["MODEL.FPN.NORM", "SN", "MODEL.SN.FREEZE_STATS", True], 1, 1, None),
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", 5], 1, 1, None),  # frozen: FrozenBN
+    (["MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.NORM_3X3", "BN"], 1, 1, "MODEL.RESNETS.NORM_3X3='BN'"),
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE", True], 1, 1, None),
+]
+
+
+@pytest.mark.parametrize("overrides,images,processes,refused", BATCH_CHECKS)
+def test_batch_dependent_norms_at_1_image_per_process(overrides, images, processes, refused):
+    cfg = get_cfg()
+    cfg.merge_from_list(overrides)
+    if refused is None:
+        check_batch_dependent_norms(cfg, images, processes)
+        return
+    with pytest.raises(ValueError) as info:
+        check_batch_dependent_norms(cfg, images, processes)
+    assert str(info.value) == (
+        f"{refused} would compute batch statistics from 1 image per process in training; use FrozenBN, GN, LN, IN "
+        "or SN/SyncSN with MODEL.SN.USE_BN=False instead, SyncBN/SyncSN over more than one process, more images "
+        "per process (SOLVER.IMS_PER_BATCH), or set MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE True to train it anyway"
+    )
 
 
 def test_every_default_key_has_a_comment():
