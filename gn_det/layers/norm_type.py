@@ -104,7 +104,7 @@ class NormRegistry(Registry):
 
 NORM_REGISTRY = NormRegistry("NORM")
 NORM_REGISTRY.__doc__ = """
-Registry of normalization layers: name -> NormType (see gn_det.layers.norm). Register with
+Registry of normalization layers: name -> NormType (see gn_det.layers.norm_type). Register with
 ``@register_norm("MyNorm", options=..., traits=..., module_types=...)`` on ``build(channels, options)
 -> nn.Module``; the short form ``@NORM_REGISTRY.register("MyNorm")`` on ``builder(channels, options:
 NormOptions) -> nn.Module`` gives default traits (its own kind, no running statistics, batch-free).
