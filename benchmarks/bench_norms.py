@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, get_norm
 
 # Activation shapes of a Mask R-CNN step at 800x1333 input with 2 images (issue 3):
 # res2 at stride 4 and P2/FPN at stride 4, res4 at stride 16, one image's FPN level, the stem output.
@@ -48,7 +48,7 @@ def time_norms(names: Sequence[str], shape: Shape, device: torch.device, repeat:
     every norm alike and the ratios to GN stay meaningful on a shared machine. ``dtype`` is the
     activation's (float16/bfloat16: what a norm receives under autocast); parameters stay float32.
     """
-    norms = {name: get_norm(name, shape[1], NormOptions()).to(device).train() for name in names}
+    norms = {name: get_norm(name, shape[1]).to(device).train() for name in names}
     x = torch.randn(shape, device=device).to(dtype).requires_grad_()
     dy = torch.randn(shape, device=device).to(dtype)
     times: Dict[str, List[float]] = {name: [] for name in names}

@@ -2,8 +2,8 @@
 in a Network"): how far each BN-like layer's running statistics are from the statistics its input
 actually has on a dataset when the trained model runs in eval mode.
 
-For every layer owning ``running_mean``/``running_var`` (BN, SyncBN, FrozenBN, SN's BN branch) we
-hook its input, accumulate per-channel sums of x and x^2 over every sample and position in float64,
+For every norm whose traits say running_stats (BN, SyncBN, FrozenBN, SN with its BN branch, any
+registered norm declaring them) and that owns ``running_mean``/``running_var``, we hook its input, accumulate per-channel sums of x and x^2 over every sample and position in float64,
 and take the expected mean ``E[x]`` and the population variance ``E[x^2] - E[x]^2`` over the whole
 dataset (the paper's expected statistics). The shift magnitudes are ``||running_mean - E[x]||_2``
 and ``||running_var - Var[x]||_2``. Layers are listed in the order the forward pass reaches them.
@@ -16,9 +16,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
+from gn_det.layers import norm_name, norm_traits
+
 from .formatting import Column, Table
 from .naming import stage_of
-from .sn_importance import is_switchable_norm
 
 
 @dataclass(frozen=True)
@@ -45,24 +46,19 @@ class ShiftRow:
 
 
 def layer_kind(module: nn.Module) -> Optional[str]:
-    """"BN", "SyncBN", "FrozenBN" or "SN-BN" for layers that keep running statistics; else None.
+    """The norm's registered name ("BN", "SyncBN", "FrozenBN", "SN", ...) for a layer whose traits say it
+    keeps running statistics and that holds ``running_mean`` and ``running_var``; else None.
 
-    SN layers count only with their BN branch (3 importance weights); batch-free SN keeps no
-    meaningful running statistics.
+    SN counts only with its BN branch: batch-free SN declares no running statistics.
     """
+    traits = norm_traits(module)
+    if traits is None or not traits.running_stats:
+        return None
     mean = getattr(module, "running_mean", None)
     var = getattr(module, "running_var", None)
     if not isinstance(mean, torch.Tensor) or not isinstance(var, torch.Tensor):
         return None
-    if is_switchable_norm(module):
-        return "SN-BN" if module.mean_weight.numel() == 3 else None
-    if isinstance(module, nn.SyncBatchNorm):
-        return "SyncBN"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "BN"
-    if "frozen" in type(module).__name__.lower():
-        return "FrozenBN"
-    return type(module).__name__
+    return norm_name(module)
 
 
 def bn_like_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:

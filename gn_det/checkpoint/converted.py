@@ -6,14 +6,17 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from gn_det.layers.traits import BN_FOLDED_KIND, BN_KIND, GN_KIND, SN_KIND, SN_NO_BN_KIND
+
 BOTTOM_UP = "backbone.bottom_up."
 
-# Kinds of normalization a checkpoint can carry for one norm layer (see matching.checkpoint_norm_kind).
-BN = "BN"  # affine + running statistics (BN, SyncBN, FrozenBN, torchvision's bn*)
-BN_FOLDED = "BN-folded"  # Caffe2 AffineChannel: BN folded into a scale/bias pair (MSRA R-50.pkl)
-GN = "GN"  # affine only (GN, and its LN/IN extremes)
-SN = "SN"  # affine + mean_weight/var_weight importance (IN, LN, BN) + BN-branch running statistics
-SN_NO_BN = "SN without BN branch"  # batch-free SN: importance over (IN, LN) only, no statistics
+# Kinds of normalization a checkpoint can carry for one norm layer, declared with the norms in
+# gn_det.layers.traits (see matching.checkpoint_norm_kind); short names for the converters.
+BN = BN_KIND  # affine + running statistics (BN, SyncBN, FrozenBN, torchvision's bn*)
+BN_FOLDED = BN_FOLDED_KIND  # Caffe2 AffineChannel: BN folded into a scale/bias pair (MSRA R-50.pkl)
+GN = GN_KIND  # affine only (GN, and its LN/IN extremes)
+SN = SN_KIND  # affine + mean_weight/var_weight importance (IN, LN, BN) + BN-branch running statistics
+SN_NO_BN = SN_NO_BN_KIND  # batch-free SN: importance over (IN, LN) only, no statistics
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,33 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
+from gn_det.layers import NORM_REGISTRY
+
 from .converted import BN, BN_FOLDED, GN, SN, SN_NO_BN, ConvertedWeights, DetectedFormat
 from .matching import checkpoint_norm_kind
 
-_KIND_TO_NORM = {BN: "FrozenBN", BN_FOLDED: "FrozenBN", GN: "GN", SN: "SN", SN_NO_BN: "SN"}
+# The norm to build for a checkpoint kind where several registered norms share it (BN statistics are
+# loaded frozen, as detectron2 does for pretrained weights); other kinds: the first registered norm of
+# that kind. Batch-free SN also needs MODEL.SN.USE_BN False (added by infer_cfg_overrides).
+_PREFERRED_NORM = {BN: "FrozenBN", BN_FOLDED: "FrozenBN", GN: "GN", SN: "SN", SN_NO_BN: "SN"}
 _DEPTHS = {(True, 6): 50, (True, 23): 101, (True, 36): 152, (False, 6): 34, (False, 2): 18}
 
 
-def _norm_of(weights: ConvertedWeights, module: str) -> Optional[str]:
+def norm_for_kind(kind: str) -> Optional[str]:
+    """A registered norm name whose layers hold checkpoint kind ``kind``, or None."""
+    if kind in _PREFERRED_NORM:
+        return _PREFERRED_NORM[kind]
+    for entry in NORM_REGISTRY.entries():
+        if entry.traits_for(entry.default_options()).kind == kind:
+            return entry.name
+    return None
+
+
+def _kind_of(weights: ConvertedWeights, module: str) -> Optional[str]:
     leaves = {k[len(module) + 1:] for k in weights.tensors if k.startswith(module + ".")}
     if not leaves:
         return None
-    return _KIND_TO_NORM[weights.norm_kinds.get(module) or checkpoint_norm_kind(leaves)]
+    return weights.norm_kinds.get(module) or checkpoint_norm_kind(leaves)
 
 
 def _count(weights: ConvertedWeights, pattern: str) -> int:
@@ -39,12 +54,17 @@ def infer_cfg_overrides(weights: ConvertedWeights, fmt: DetectedFormat) -> List[
         groups = width.shape[0] // width.shape[1]
         if groups > 1:
             out += ["MODEL.RESNETS.NUM_GROUPS", groups, "MODEL.RESNETS.WIDTH_PER_GROUP", width.shape[0] // groups]
+    batch_free_sn = False
     for key, module in (("MODEL.RESNETS.NORM", f"{bu}stem.conv1.norm"), ("MODEL.FPN.NORM", "backbone.fpn_lateral2.norm"),
                         ("MODEL.ROI_BOX_HEAD.NORM", "roi_heads.box_head.conv1.norm"),
                         ("MODEL.ROI_MASK_HEAD.NORM", "roi_heads.mask_head.mask_fcn1.norm")):
-        norm = _norm_of(weights, module)
+        kind = _kind_of(weights, module)
+        norm = norm_for_kind(kind) if kind is not None else None
         if norm is not None:
             out += [key, norm]
+            batch_free_sn = batch_free_sn or kind == SN_NO_BN
+    if batch_free_sn:
+        out += ["MODEL.SN.USE_BN", False]
     num_conv = _count(weights, r"^roi_heads\.box_head\.conv(\d+)\.weight$")
     num_fc = _count(weights, r"^roi_heads\.box_head\.fc(\d+)\.weight$")
     if num_conv or num_fc:

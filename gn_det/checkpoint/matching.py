@@ -1,9 +1,12 @@
 """Match converted checkpoint tensors to a model's state dict, norm layer by norm layer.
 
 Rules, in order:
-- a norm layer loads only from a checkpoint norm of a compatible kind: BN statistics (or Caffe2's folded
-  BN) into BN/SyncBN/FrozenBN, GN into GN/LN/IN, SN into SN. Anything else is a norm-kind mismatch,
-  reported and not loaded (half-loading a BN's affine into a GN would silently change the function).
+- a norm layer loads only from a checkpoint norm of a kind its traits accept (``loads_from``, declared
+  where the norm is registered: BN statistics or Caffe2's folded BN into BN/SyncBN/FrozenBN, GN into
+  GN/LN/IN, SN into SN, a user's norm into itself). Anything else is a norm-kind mismatch, reported and
+  not loaded (half-loading a BN's affine into a GN would silently change the function). The kind of a
+  checkpoint's tensor group is read from its leaf names against the state keys each kind declares
+  (gn_det.layers.declare_kind); converters set it where names cannot tell (Caffe2's folded BN).
 - Caffe2's folded BN (y = s * x + b) loads into a BN-kind layer as weight s, bias b, running_mean 0 and
   running_var 1 - eps, so that s / sqrt(running_var + eps) = s: outputs match the Caffe2 model exactly.
 - tensors equal up to singleton dimensions are reshaped (the SN authors' (1, C, 1, 1) affine).
@@ -13,12 +16,15 @@ Rules, in order:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Set
+from typing import AbstractSet, Dict, Iterable, List, Optional, Set
 
 import torch
 from torch import nn
 
-from .converted import BN, BN_FOLDED, GN, SN, SN_NO_BN, ConvertedWeights
+from gn_det.layers import kind_state_keys, kinds_holding, norm_traits
+from gn_det.layers.traits import BOOKKEEPING_KEYS
+
+from .converted import BN_FOLDED, ConvertedWeights
 from .report import LoadReport, NormMismatch
 
 PREDICTOR_MODULES = (
@@ -26,31 +32,33 @@ PREDICTOR_MODULES = (
     "roi_heads.box_predictor.bbox_pred",
     "roi_heads.mask_predictor.predictor",
 )
-_COMPATIBLE = {BN: {BN, BN_FOLDED}, GN: {GN}, SN: {SN}, SN_NO_BN: {SN_NO_BN}}
-_BOOKKEEPING = ("num_batches_tracked",)
+_BOOKKEEPING = tuple(sorted(BOOKKEEPING_KEYS))
 
 
 def model_norm_kind(module: nn.Module) -> Optional[str]:
-    """BN / GN / SN for a norm module (by type and state), None for anything else."""
-    if hasattr(module, "mean_weight") and hasattr(module, "var_weight"):
-        return SN if getattr(module, "running_mean", None) is not None else SN_NO_BN
-    if isinstance(module, nn.GroupNorm):
-        return GN
-    if isinstance(module, nn.modules.batchnorm._NormBase) or "BatchNorm" in type(module).__name__:
-        return BN
-    buffers = {n for n, _ in module.named_buffers(recurse=False)}
-    if {"running_mean", "running_var"} <= buffers:  # FrozenBN variants that are plain Modules
-        return BN
-    return None
+    """The checkpoint kind of a norm module (its traits' ``kind``), None for anything that is not a norm."""
+    traits = norm_traits(module)
+    return traits.kind if traits is not None else None
 
 
-def checkpoint_norm_kind(leaves: Set[str]) -> str:
-    """Kind of a checkpoint norm from its tensor names (converters override Caffe2's folded BN)."""
-    if "mean_weight" in leaves or "var_weight" in leaves:
-        return SN if "running_mean" in leaves else SN_NO_BN
-    if "running_mean" in leaves or "running_var" in leaves:
-        return BN
-    return GN
+def checkpoint_norm_kind(leaves: Iterable[str], accepts: AbstractSet[str] = frozenset(), own_kind: Optional[str] = None,
+                         own_leaves: Optional[AbstractSet[str]] = None) -> str:
+    """Kind of a checkpoint norm from its tensor leaf names (converters set Caffe2's folded BN instead).
+
+    The declared kinds holding exactly these names, preferring one of ``accepts`` (the loading norm's
+    ``loads_from``: kinds with identical names cannot be told apart otherwise); for a norm whose own kind
+    declares no state keys, names equal to its own (``own_leaves``) are its kind; else the first declared
+    match, else "unknown (<names>)".
+    """
+    wanted = frozenset(leaves) - BOOKKEEPING_KEYS
+    candidates = kinds_holding(wanted)
+    for kind in candidates:
+        if kind in accepts:
+            return kind
+    if own_kind is not None and kind_state_keys(own_kind) is None and own_leaves is not None \
+            and wanted == frozenset(own_leaves) - BOOKKEEPING_KEYS:
+        return own_kind
+    return candidates[0] if candidates else f"unknown ({', '.join(sorted(wanted))})"
 
 
 def _same_up_to_singletons(a: torch.Size, b: torch.Size) -> bool:
@@ -66,15 +74,16 @@ def _match_norms(model: nn.Module, model_sd, weights: ConvertedWeights, report: 
     """Resolve every model norm layer against the checkpoint; returns extra tensors to load."""
     extra: Dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
-        model_kind = model_norm_kind(module)
-        ckpt_keys = _under(weights.tensors, name) if model_kind else []
+        traits = norm_traits(module)
+        ckpt_keys = _under(weights.tensors, name) if traits is not None else []
         if not ckpt_keys:
             continue
         leaves = {k.rsplit(".", 1)[1] for k in ckpt_keys}
-        ckpt_kind = weights.norm_kinds.get(name) or checkpoint_norm_kind(leaves)
-        if ckpt_kind not in _COMPATIBLE.get(model_kind, set()):
-            model_keys = _under(model_sd, name)
-            report.norm_mismatches.append(NormMismatch(name, ckpt_kind, model_kind, model_keys))
+        model_keys = _under(model_sd, name)
+        ckpt_kind = weights.norm_kinds.get(name) or checkpoint_norm_kind(
+            leaves, traits.loads_from, traits.kind, {k.rsplit(".", 1)[1] for k in model_keys})
+        if ckpt_kind not in traits.loads_from:
+            report.norm_mismatches.append(NormMismatch(name, ckpt_kind, traits.kind, model_keys))
             handled.update(ckpt_keys)
             handled.update(f"model:{k}" for k in model_keys)
             continue

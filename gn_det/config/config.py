@@ -5,7 +5,8 @@ yacs reports an unknown key as "Non-existent config key" (or an AssertionError f
 a norm name. Here every merge (file, list, other node) is checked first, against the defaults tree:
 - an unknown key names the key and the closest valid keys;
 - a wrong type names the key, the value and the expected type (an int is accepted for a float key);
-- every string key whose name contains NORM must be "" or a name in gn_det.layers.NORM_REGISTRY.
+- every string key whose name contains NORM must be "" or a name in gn_det.layers.NORM_REGISTRY;
+- every string key named CONV or *_CONV must be a name in gn_det.layers.CONV_REGISTRY ("" = plain).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class CfgNode(_FvcoreCfgNode):
 
     ``merge_from_file(path)``, ``merge_from_list([KEY, VALUE, ...])`` and ``merge_from_other_cfg``
     raise ConfigKeyError (unknown key, with close valid keys), ConfigTypeError (wrong type) or
-    gn_det.utils.UnknownNameError (a NORM key naming an unregistered norm) before changing anything.
+    gn_det.utils.UnknownNameError (a NORM / CONV key naming an unregistered norm / conv) before changing anything.
     """
 
     def merge_from_other_cfg(self, cfg_other: "_FvcoreCfgNode") -> Any:
@@ -64,6 +65,7 @@ class CfgNode(_FvcoreCfgNode):
         trial = self.clone()  # check norm names on the merged result before touching self
         _FvcoreCfgNode.merge_from_other_cfg(trial, cfg_other.clone())
         validate_norm_names(trial)
+        validate_conv_names(trial)
         return super().merge_from_other_cfg(cfg_other)
 
     def merge_from_list(self, cfg_list: List[Any]) -> Any:
@@ -154,3 +156,20 @@ def validate_norm_names(cfg: _FvcoreCfgNode) -> None:
                 NORM_REGISTRY.get(value, key=key)
             except UnknownNameError as exc:
                 raise UnknownNameError(f"{exc} Use '' for no norm.") from None
+
+
+def conv_keys(cfg: _FvcoreCfgNode) -> List[Tuple[str, Optional[str]]]:
+    """(key, value) of every config key that names a conv: a string leaf named CONV or ending in _CONV."""
+    return [
+        (key, value)
+        for key, value in iter_leaves(cfg)
+        if (key.rsplit(".", 1)[-1] == "CONV" or key.endswith("_CONV")) and (isinstance(value, str) or value is None)
+    ]
+
+
+def validate_conv_names(cfg: _FvcoreCfgNode) -> None:
+    """Raise UnknownNameError naming the key and the registered convs for any unregistered conv name."""
+    from gn_det.layers import CONV_REGISTRY  # imported late, as validate_norm_names
+
+    for key, value in conv_keys(cfg):
+        CONV_REGISTRY.get(value or "", key=key)

@@ -1,11 +1,12 @@
 """The one tree of defaults. Key names follow detectron2 (detectron2/config/defaults.py) wherever
 detectron2 has the concept; MODEL.GN, MODEL.SN and a few others are gn_det's own.
 
-Conventions: NORM keys take a name registered in gn_det.layers.NORM_REGISTRY ("" = no norm);
-pixel values are in 0-255 in the INPUT.FORMAT channel order; sizes are in pixels; SOLVER.IMS_PER_BATCH
+Conventions: NORM keys take a name registered in gn_det.layers.NORM_REGISTRY ("" = no norm), CONV
+keys a name in gn_det.layers.CONV_REGISTRY ("" = plain conv, "WS" = Weight Standardization); pixel values are in 0-255 in the INPUT.FORMAT channel order; sizes are in pixels; SOLVER.IMS_PER_BATCH
 is the total over all processes.
 """
 from .config import CfgNode as CN
+from .norm_options import add_norm_option_nodes
 
 _C = CN()
 _C.VERSION = 2  # config format version (detectron2's is 2)
@@ -26,21 +27,16 @@ _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
 # Divide by this after subtracting PIXEL_MEAN (1 = Caffe2 weights, whose std is folded into conv1)
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
 
-# Options shared by every norm of that kind, wherever a NORM key names it.
-_C.MODEL.GN = CN()
-_C.MODEL.GN.NUM_GROUPS = 32  # groups per GN layer; GN paper Sec. 3.1 default
-_C.MODEL.GN.DIM_PER_GP = -1  # channels per group instead of NUM_GROUPS (Detectron's DIM_PER_GP); -1 = off
-_C.MODEL.GN.EPSILON = 1e-5  # GN eps (Detectron GROUP_NORM.EPSILON)
-
-_C.MODEL.BN = CN()
-_C.MODEL.BN.MOMENTUM = 0.1  # BN/SyncBN running-stat momentum, PyTorch convention
-_C.MODEL.BN.EPSILON = 1e-5  # BN/SyncBN/FrozenBN eps
-
-_C.MODEL.SN = CN()
-_C.MODEL.SN.USE_BN = True  # SN's BN branch; False = batch-free SN (IN+LN), for 1 image per GPU
-_C.MODEL.SN.MOMENTUM = 0.1  # running-stat momentum of the BN branch, PyTorch convention
-_C.MODEL.SN.EPSILON = 1e-5  # SN eps
-_C.MODEL.SN.FREEZE_STATS = False  # fine-tuning: the BN branch uses running statistics in training too
+# Options shared by every norm of a family, wherever a NORM key names it: MODEL.GN (NUM_GROUPS 32,
+# DIM_PER_GP -1 = off, EPSILON 1e-5), MODEL.BN (MOMENTUM 0.1, EPSILON 1e-5; BN, SyncBN, FrozenBN) and
+# MODEL.SN (USE_BN True, MOMENTUM 0.1, EPSILON 1e-5, FREEZE_STATS False). Generated from the families'
+# options dataclasses (gn_det.layers: GNOptions, BNOptions, SNOptions; meanings and sources there), one
+# node per registered family: get_cfg() adds the node of a norm family a user registers.
+add_norm_option_nodes(_C)
+# Batch-dependent norms (BN, SyncBN on one process, SN with its BN branch) at 1 image per process are
+# refused before training (their statistics would come from one image); True trains them anyway (the
+# norm comparison does, to measure exactly that).
+_C.MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE = False
 
 # ---------------------------------------------------------------------------- #
 # Backbone
@@ -60,6 +56,7 @@ _C.MODEL.RESNETS.NORM = "FrozenBN"  # norm in the stem, every block and every sh
 # Norm at each bottleneck's 3x3 conv (and the stem) only, the XBN block of Huang et al. CVPR 2022;
 # "" = same as MODEL.RESNETS.NORM.
 _C.MODEL.RESNETS.NORM_3X3 = ""
+_C.MODEL.RESNETS.CONV = ""  # conv of the stem, every block and shortcut: "" = plain, "WS" = Weight Standardization
 # Stride in the 1x1 conv (MSRA/Caffe2) vs the 3x3 (torchvision, FAIR GN)
 _C.MODEL.RESNETS.STRIDE_IN_1X1 = True
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # 64 for R18/R34
@@ -73,6 +70,7 @@ _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
 # Channels of every pyramid level P2-P6 (and so of the RPN and RoI head inputs)
 _C.MODEL.FPN.OUT_CHANNELS = 256
 _C.MODEL.FPN.NORM = ""  # norm after lateral and output convs; "" = none
+_C.MODEL.FPN.CONV = ""  # lateral and output convs: "" = plain, "WS" = Weight Standardization
 _C.MODEL.FPN.FUSE_TYPE = "sum"  # "sum" or "avg" of top-down and lateral
 
 # ---------------------------------------------------------------------------- #
@@ -93,7 +91,11 @@ _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2000  # per FPN level
 _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 1000  # per FPN level, in eval
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 1000  # per image (detectron2 FPN recipes)
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000  # per image, in eval
-_C.MODEL.RPN.HEAD_NORM = ""  # norm after the RPN head's 3x3 conv; "" = none (gn_det's own key)
+# Norm after the RPN head's 3x3 conv; "" = none (gn_det's own key). A norm with running statistics
+# (BN, SyncBN, FrozenBN, SN with its BN branch) gets one copy per level, parameters shared (per-level
+# statistics, as detectron2's CycleBatchNormList), so evaluation normalises each level with its own.
+_C.MODEL.RPN.HEAD_NORM = ""
+_C.MODEL.RPN.HEAD_CONV = ""  # the head's 3x3 conv: "" = plain, "WS" = Weight Standardization
 
 # ---------------------------------------------------------------------------- #
 # RoI heads
@@ -118,6 +120,7 @@ _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256  # channels of each box-head conv
 _C.MODEL.ROI_BOX_HEAD.NUM_FC = 2  # 2fc head by default; 1 for 4conv1fc
 _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024  # width of each box-head fc
 _C.MODEL.ROI_BOX_HEAD.NORM = ""  # norm after each conv of the box head
+_C.MODEL.ROI_BOX_HEAD.CONV = ""  # box-head convs: "" = plain, "WS" = Weight Standardization
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size for the box head
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2
 # (wx, wy, ww, wh) scaling of box deltas (Fast R-CNN's 10, 10, 5, 5)
@@ -128,6 +131,7 @@ _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"  # name in ROI_MASK_HEA
 _C.MODEL.ROI_MASK_HEAD.NUM_CONV = 4  # 3x3 convs before the 2x deconv (4 in Mask R-CNN FPN)
 _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # channels of each mask-head conv and the deconv
 _C.MODEL.ROI_MASK_HEAD.NORM = ""  # norm after each conv of the mask head
+_C.MODEL.ROI_MASK_HEAD.CONV = ""  # mask-head convs: "" = plain, "WS" = Weight Standardization
 # RoIAlign output size for the mask head (masks predicted at 2x this)
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2

@@ -1,6 +1,7 @@
-"""Precise BN: recompute the running statistics of BN / SyncBN / SN layers as the true average over
-many batches, instead of the EMA left by training (Wu & Johnson, "Rethinking BN", 2021; fvcore's
-update_bn_stats). GN/LN/IN/FrozenBN have no running statistics and are untouched.
+"""Precise BN: recompute the running statistics of the norms that keep them from batch statistics (BN,
+SyncBN, SN with its BN branch, any norm whose traits say running_stats and batch_dependent) as the true
+average over many batches, instead of the EMA left by training (Wu & Johnson, "Rethinking BN", 2021;
+fvcore's update_bn_stats). GN/LN/IN/FrozenBN and frozen statistics are untouched.
 """
 from __future__ import annotations
 
@@ -10,17 +11,34 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gn_det.layers import norm_name, norm_traits
 from gn_det.utils import comm
+
+_STAT_BUFFERS = ("running_mean", "running_var")
+
+
+def _stat_buffers(module: nn.Module) -> List[torch.Tensor]:
+    """The running-statistics buffers ``module`` holds (BN: both; EvoNorm-B0-like norms: running_var only)."""
+    return [b for b in (getattr(module, n, None) for n in _STAT_BUFFERS) if isinstance(b, torch.Tensor)]
 
 
 def _stat_layers(model: nn.Module) -> List[nn.Module]:
-    """Layers whose ``running_mean``/``running_var`` training updates with a momentum (BN, SyncBN, SN)."""
-    return [m for m in model.modules()
-            if isinstance(getattr(m, "running_mean", None), torch.Tensor)
-            and isinstance(getattr(m, "running_var", None), torch.Tensor)
-            and hasattr(m, "momentum")
-            and not getattr(m, "freeze_stats", False)  # SN fine-tuning mode: statistics stay frozen
-            and type(m).__name__ not in ("FrozenBatchNorm2d",)]
+    """Norms whose traits say running_stats and batch_dependent: training updates their statistics.
+
+    Each must update ``running_mean``/``running_var`` with a ``momentum`` attribute in PyTorch's
+    convention (new = (1 - momentum) * old + momentum * batch); a ValueError names one that does not.
+    """
+    layers = []
+    for name, m in model.named_modules():
+        traits = norm_traits(m)
+        if traits is None or not (traits.running_stats and traits.batch_dependent):
+            continue
+        if not hasattr(m, "momentum") or not _stat_buffers(m):
+            raise ValueError(f"precise BN: norm {norm_name(m)!r} at {name or '<model>'} declares running_stats and "
+                             "batch_dependent but has no `momentum` attribute and running_mean/running_var buffers "
+                             "to recompute (TEST.PRECISE_BN.ENABLED False turns precise BN off)")
+        layers.append(m)
+    return layers
 
 
 def has_bn_stats(model: nn.Module) -> bool:
@@ -42,9 +60,11 @@ def update_bn_stats(model: nn.Module, data: Iterable[List[Tuple[torch.Tensor, di
     momenta = {m: m.momentum for m in layers}
     training = model.training
     model.train()
-    for m in layers:
-        m.running_mean.zero_()
-        m.running_var.fill_(1.0)  # overwritten at the first batch (momentum 1)
+    for m in layers:  # overwritten at the first batch (momentum 1)
+        if isinstance(getattr(m, "running_mean", None), torch.Tensor):
+            m.running_mean.zero_()
+        if isinstance(getattr(m, "running_var", None), torch.Tensor):
+            m.running_var.fill_(1.0)
     count = 0
     try:
         for count, batch in enumerate(data, start=1):
@@ -71,6 +91,6 @@ def _average_across_processes(layers: List[nn.Module]) -> None:
     if world == 1:
         return
     for m in layers:
-        for buf in (m.running_mean, m.running_var):
+        for buf in _stat_buffers(m):
             dist.all_reduce(buf)
             buf.div_(world)

@@ -1,7 +1,7 @@
 """SGD with per-parameter weight decay and LR factors, warmup + multi-step LR, gradient clipping.
 
-As detectron2's solver/build.py: norm parameters (BN/GN/SN affine and SN's importance weights) take
-SOLVER.WEIGHT_DECAY_NORM, biases take BASE_LR * SOLVER.BIAS_LR_FACTOR; the LR schedule is a
+As detectron2's solver/build.py: parameters of norm layers (BN/GN/SN affine, SN's importance weights,
+any parameter of a module gn_det.layers.is_norm recognises by its declared traits) take SOLVER.WEIGHT_DECAY_NORM, biases take BASE_LR * SOLVER.BIAS_LR_FACTOR; the LR schedule is a
 multiplier per iteration (linear warmup from WARMUP_FACTOR, then GAMMA at each of STEPS).
 """
 from __future__ import annotations
@@ -14,31 +14,27 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from gn_det.layers import is_norm as _layers_is_norm
+from gn_det.layers import is_norm
 
 logger = logging.getLogger(__name__)
-
-_TORCH_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-
-
-def _is_norm(module: nn.Module) -> bool:
-    """A normalization layer (gn_det.layers.is_norm: torch's, FrozenBN, SN/SyncSN, GN, ... ; plus torch's)."""
-    return isinstance(module, _TORCH_NORMS) or _layers_is_norm(module)
 
 
 def get_param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
                      bias_lr_factor: float = 1.0) -> List[Dict]:
-    """One optimizer group per distinct (lr, weight_decay), each trainable parameter exactly once."""
+    """One optimizer group per distinct (lr, weight_decay), each trainable parameter exactly once.
+
+    Every parameter of a norm layer (its own and its submodules') takes ``weight_decay_norm``.
+    """
     groups: Dict[Tuple[float, float], List[nn.Parameter]] = {}
+    norm_params = {id(p) for m in model.modules() if is_norm(m) for p in m.parameters()}
     seen = set()
     for module in model.modules():
-        norm = _is_norm(module)
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
             lr = base_lr * bias_lr_factor if name == "bias" else base_lr
-            wd = weight_decay_norm if norm else weight_decay
+            wd = weight_decay_norm if id(param) in norm_params else weight_decay
             groups.setdefault((lr, wd), []).append(param)
     return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
 

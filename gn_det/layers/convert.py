@@ -1,42 +1,44 @@
-"""Whole-model norm surgery and inspection: freeze_norms, convert_norm, describe_norms, is_norm."""
+"""Whole-model norm surgery and inspection by the norms' declared traits: freeze_norms, convert_norm, describe_norms."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
-import sys
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from torch import nn
 
-from .frozen_bn import BATCHNORM_TYPES, FrozenBatchNorm2d, frozen_from_batchnorm
-from .norm import BUILT_NORM_TYPES, NormOptions, get_norm
-from .switch_norm import SwitchNorm2d
+from .norm import get_norm, norm_tag, norm_traits, norm_type_of, tag_norm
+from .traits import BN_KIND
 
 logger = logging.getLogger(__name__)
 
-# Every module type is_norm() recognizes besides the ones get_norm has built (and torchvision's FrozenBN).
-NORM_TYPES = (
-    nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-    FrozenBatchNorm2d, SwitchNorm2d,
-)
+
+def is_bn_like(module: nn.Module) -> bool:
+    """A norm of checkpoint kind BN (BN, SyncBN, gn_det's and torchvision's FrozenBN, ...): convert_norm's default."""
+    traits = norm_traits(module)
+    return traits is not None and traits.kind == BN_KIND
 
 
-def torchvision_frozen_bn() -> Tuple[type, ...]:
-    """torchvision.ops.FrozenBatchNorm2d if torchvision is loaded (a model holding one has loaded it).
+def freeze_parameters(module: nn.Module) -> nn.Module:
+    """The default freeze: no parameter takes a gradient; a norm with batch statistics also stays in eval.
 
-    Looked up lazily: importing torchvision costs seconds, which every spawned process would pay.
+    Keeping it in eval (its ``train()`` no longer leaves eval) makes it use its running statistics and
+    stop updating them, as a frozen stage needs (STYLE habit 5).
     """
-    misc = sys.modules.get("torchvision.ops.misc")
-    return (misc.FrozenBatchNorm2d,) if misc is not None else ()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    traits = norm_traits(module)
+    if traits is not None and traits.running_stats and traits.batch_dependent:
+        module.train = functools.partial(_stay_in_eval, module)  # type: ignore[method-assign]
+        module.eval()
+    return module
 
 
-def bn_like_types() -> Tuple[type, ...]:
-    """BN-like layers convert_norm replaces by default: BN, SyncBN, gn_det's and torchvision's FrozenBN."""
-    return BATCHNORM_TYPES + (FrozenBatchNorm2d,) + torchvision_frozen_bn()
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` of a frozen norm: always eval (see freeze_parameters)."""
+    return nn.Module.train(module, False)
 
-
-def is_norm(module: nn.Module) -> bool:
-    """True for a normalization layer: torch's, torchvision's FrozenBN, gn_det's, or any get_norm built."""
-    return isinstance(module, NORM_TYPES + torchvision_frozen_bn()) or type(module) in BUILT_NORM_TYPES
 
 
 class NormRow(NamedTuple):
@@ -52,31 +54,38 @@ def describe_norms(model: nn.Module) -> List[NormRow]:
     return [
         NormRow(name, type(m).__name__, any(p.requires_grad for p in m.parameters(recurse=False)))
         for name, m in model.named_modules()
-        if is_norm(m)
+        if norm_traits(m) is not None
     ]
 
 
-def _freeze_one(module: nn.Module) -> nn.Module:
-    if isinstance(module, BATCHNORM_TYPES):
-        return frozen_from_batchnorm(module)
-    if isinstance(module, SwitchNorm2d):
-        module.freeze_stats = True
-    if is_norm(module):
-        for p in module.parameters(recurse=False):
-            p.requires_grad_(False)
-    return module
+def _freeze_one(module: nn.Module) -> Optional[nn.Module]:
+    """The frozen form of a norm (its entry's ``freeze``), None for a module that is not a norm."""
+    traits = norm_traits(module)
+    if traits is None:
+        return None
+    entry = norm_type_of(module)
+    freeze = entry.freeze if entry is not None and entry.freeze is not None else freeze_parameters
+    frozen = freeze(module)
+    if frozen is module:  # frozen statistics: its training output no longer depends on the batch
+        tag = norm_tag(module)
+        tag_norm(module, tag.name if tag else (entry.name if entry else type(module).__name__),
+                 dataclasses.replace(traits, batch_dependent=False),
+                 registered=tag.registered if tag else entry is not None,
+                 applies_act=tag.applies_activation if tag else False)
+    return frozen
 
 
 def freeze_norms(module: nn.Module) -> nn.Module:
     """Freeze every norm in ``module`` the way a frozen backbone stage needs; returns the result.
 
-    BN/SyncBN become FrozenBN (statistics and affine copied); SN keeps its running statistics in
-    training too (``freeze_stats``) and its parameters take no gradient; GN/LN/IN and other norms
-    take no gradient. Non-norm layers are untouched (freezing convs is the caller's job). The result
-    is a new module when ``module`` itself is a BN, else ``module`` changed in place.
+    Each norm goes through its registered ``freeze``: BN/SyncBN become FrozenBN (statistics and affine
+    copied); SN keeps its running statistics in training too (``freeze_stats``) and its parameters take
+    no gradient; GN/LN/IN and other norms take no gradient (and a norm with batch statistics stays in
+    eval). Non-norm layers are untouched (freezing convs is the caller's job). The result is a new
+    module when ``module`` itself is replaced (a BN), else ``module`` changed in place.
     """
     new = _freeze_one(module)
-    if new is not module:
+    if new is not None:
         return new
     for name, child in module.named_children():
         new_child = freeze_norms(child)
@@ -97,22 +106,22 @@ class Replacement(NamedTuple):
 def convert_norm(
     module: nn.Module,
     name: str,
-    options: Optional[NormOptions] = None,
+    options: Any = None,
     *,
     types: Optional[Tuple[type, ...]] = None,
     key: str = "convert_norm",
 ) -> Tuple[nn.Module, List[Replacement]]:
-    """Replace every layer of ``types`` (default: bn_like_types()) by a fresh ``name`` norm (e.g. "GN", "SN").
+    """Replace every layer of ``types`` (default: the BN-kind norms, is_bn_like) by a fresh ``name`` norm.
 
     New norms are freshly initialized (BN statistics do not carry over to GN/SN) and placed on the
     old layer's device. Returns ``(module, replacements)``, a new module when ``module`` itself was
     replaced, and logs one line per replaced layer.
     """
     replaced: List[Replacement] = []
-    types = types if types is not None else bn_like_types()
+    selected: Callable[[nn.Module], bool] = (lambda m: isinstance(m, types)) if types is not None else is_bn_like
 
     def visit(m: nn.Module, prefix: str) -> nn.Module:
-        if isinstance(m, types):
+        if selected(m):
             new = get_norm(name, m.num_features, options, key=key)
             ref = next(iter(m.buffers()), None)
             if ref is not None:

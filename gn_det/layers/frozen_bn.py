@@ -13,7 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from .fused import channel_affine
-from .norm import NORM_REGISTRY, NormOptions
+from .batch_norm import BN_LOADS, BNOptions
+from .norm import register_norm
+from .traits import BN_KIND, NormTraits
 from .shapes import check_input_4d
 
 # Converted by convert_frozen_batchnorm: BN2d and every SyncBatchNorm (gn_det's subclasses it).
@@ -50,12 +52,6 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}"
 
 
-@NORM_REGISTRY.register("FrozenBN")
-def build_frozen_batch_norm(channels: int, options: NormOptions) -> FrozenBatchNorm2d:
-    """FrozenBN with eps from MODEL.BN.EPSILON (torchvision's COCO weights were trained with eps=0)."""
-    return FrozenBatchNorm2d(channels, eps=options.bn_eps)
-
-
 def frozen_from_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
     """A FrozenBatchNorm2d carrying ``bn``'s eps, affine (ones/zeros if none) and running statistics."""
     ref = bn.weight if bn.affine else bn.running_mean
@@ -84,3 +80,15 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
         if new_child is not child:
             module.add_module(name, new_child)
     return module
+
+
+def _already_frozen(module: nn.Module) -> nn.Module:
+    """FrozenBN's freeze: nothing to do (no parameters, statistics never updated)."""
+    return module
+
+
+@register_norm("FrozenBN", options=BNOptions, traits=NormTraits(kind=BN_KIND, running_stats=True, loads_from=BN_LOADS),
+               freeze=_already_frozen, module_types=(FrozenBatchNorm2d, "torchvision.ops.misc.FrozenBatchNorm2d"))
+def build_frozen_batch_norm(channels: int, options: BNOptions) -> FrozenBatchNorm2d:
+    """FrozenBN with eps from MODEL.BN.EPSILON (torchvision's COCO weights were trained with eps=0)."""
+    return FrozenBatchNorm2d(channels, eps=options.epsilon)

@@ -17,29 +17,45 @@ vs 55.9 ms for this function; GN 31.9 ms), as its CPU kernel splits each row ove
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fused import UNIT_EPS, channel_affine, channel_moments, channel_sums, unit_affine
-from .norm import NORM_REGISTRY, NormChannelsError, NormOptions
+from .norm import NormChannelsError, register_norm
+from .options import FamilyOptions
 from .precision import LOW_PRECISION
+from .traits import GN_KIND, NormTraits
 
 
-def num_groups_for(channels: int, options: NormOptions) -> int:
-    """Groups for ``channels``: by channels per group when gn_dim_per_gp > 0, else gn_num_groups."""
-    if options.gn_dim_per_gp > 0:
-        if channels % options.gn_dim_per_gp != 0:
+@dataclass(frozen=True)
+class GNOptions(FamilyOptions):
+    """Options of GN, LN and IN: config node MODEL.GN (NUM_GROUPS, DIM_PER_GP, EPSILON)."""
+
+    config_node = "MODEL.GN"
+    num_groups: int = 32  # groups per GN layer; GN paper Sec. 3.1 default (Detectron GROUP_NORM.NUM_GROUPS)
+    dim_per_gp: int = -1  # channels per group instead of num_groups (Detectron GROUP_NORM.DIM_PER_GP); -1 = off
+    epsilon: float = 1e-5  # GN/LN/IN eps (Detectron GROUP_NORM.EPSILON)
+
+
+def num_groups_for(channels: int, options: GNOptions) -> int:
+    """Groups for ``channels``: by channels per group when dim_per_gp > 0, else num_groups."""
+    if options.dim_per_gp > 0:
+        dim_key = GNOptions.key("dim_per_gp")
+        if channels % options.dim_per_gp != 0:
             raise NormChannelsError(
-                f"channels divisible by MODEL.GN.DIM_PER_GP={options.gn_dim_per_gp}, got {channels}",
-                f"set MODEL.GN.DIM_PER_GP to a divisor of {channels}",
+                f"channels divisible by {dim_key}={options.dim_per_gp}, got {channels}",
+                f"set {dim_key} to a divisor of {channels}",
             )
-        return channels // options.gn_dim_per_gp
-    groups = options.gn_num_groups
+        return channels // options.dim_per_gp
+    groups = options.num_groups
     if groups <= 0 or channels % groups != 0:
+        groups_key = GNOptions.key("num_groups")
         raise NormChannelsError(
-            f"channels divisible by {options.gn_groups_key}={groups}, got {channels}",
-            f"set {options.gn_groups_key} to a divisor of {channels} or use MODEL.GN.DIM_PER_GP",
+            f"channels divisible by {groups_key}={groups}, got {channels}",
+            f"set {groups_key} to a divisor of {channels} or use {GNOptions.key('dim_per_gp')}",
         )
     return groups
 
@@ -97,19 +113,23 @@ class GroupNorm(nn.GroupNorm):
             return F.group_norm(x, self.num_groups, weight, bias, self.eps)
 
 
-@NORM_REGISTRY.register("GN")
-def build_group_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
+# GN, LN and IN hold the same state (an affine) and load each other's weights; none uses the batch.
+GN_TRAITS = NormTraits(kind=GN_KIND)
+
+
+@register_norm("GN", options=GNOptions, traits=GN_TRAITS, module_types=(nn.GroupNorm,))
+def build_group_norm(channels: int, options: GNOptions) -> nn.GroupNorm:
     """torch's GroupNorm with the configured groups (or channels per group) and eps."""
-    return GroupNorm(num_groups_for(channels, options), channels, eps=options.gn_eps)
+    return GroupNorm(num_groups_for(channels, options), channels, eps=options.epsilon)
 
 
-@NORM_REGISTRY.register("LN")
-def build_layer_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
+@register_norm("LN", options=GNOptions, traits=GN_TRAITS, module_types=(nn.LayerNorm,))
+def build_layer_norm(channels: int, options: GNOptions) -> nn.GroupNorm:
     """Layer Norm over (C, H, W) per sample, as in the GN paper: GroupNorm with one group."""
-    return GroupNorm(1, channels, eps=options.gn_eps)
+    return GroupNorm(1, channels, eps=options.epsilon)
 
 
-@NORM_REGISTRY.register("IN")
-def build_instance_norm(channels: int, options: NormOptions) -> nn.GroupNorm:
+@register_norm("IN", options=GNOptions, traits=GN_TRAITS, module_types=(nn.modules.instancenorm._InstanceNorm,))
+def build_instance_norm(channels: int, options: GNOptions) -> nn.GroupNorm:
     """Instance Norm with affine, as in the GN paper: GroupNorm with one group per channel."""
-    return GroupNorm(channels, channels, eps=options.gn_eps)
+    return GroupNorm(channels, channels, eps=options.epsilon)

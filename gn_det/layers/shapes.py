@@ -5,6 +5,8 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from .norm import batch_free_norms
+
 
 def check_input_4d(module: nn.Module, x: Tensor) -> None:
     """Raise ValueError unless ``x`` is (N, C, H, W) with the module's channel count."""
@@ -20,16 +22,15 @@ def check_input_4d(module: nn.Module, x: Tensor) -> None:
         )
 
 
-# Norms whose training output is defined for a single value per channel (no batch statistics).
-BATCH_FREE_NORMS = "FrozenBN, GN, LN, IN or SN with MODEL.SN.USE_BN=False"
-
-
 def check_batch_statistics(module: nn.Module, count: int, got: str) -> None:
-    """Raise ValueError when batch statistics would be computed from one value per channel."""
+    """Raise ValueError when batch statistics would be computed from one value per channel.
+
+    The message names the norms that work at batch size 1, generated from the registered traits.
+    """
     if count == 1:
         raise ValueError(
             f"{type(module).__name__} in training needs more than 1 value per channel for its batch "
-            f"statistics, got {got}; at batch size 1 use {BATCH_FREE_NORMS}"
+            f"statistics, got {got}; at batch size 1 use {batch_free_norms()}"
         )
 
 

@@ -26,8 +26,10 @@ from torch import Tensor, nn
 
 from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
 from .fused import channel_affine, channel_moments, channel_sums, stat_dtype, unit_affine
-from .norm import NORM_REGISTRY, NormOptions
+from .norm import register_norm
+from .options import FamilyOptions
 from .shapes import check_input_4d
+from .traits import SN_KIND, SN_NO_BN_KIND, NormTraits
 
 BRANCHES = ("IN", "LN", "BN")  # order of mean_weight / var_weight
 
@@ -220,18 +222,48 @@ class SyncSwitchNorm2d(SwitchNorm2d):
         return sync_group(self.process_group)
 
 
-def _sn_kwargs(options: NormOptions) -> dict:
-    return dict(eps=options.sn_eps, momentum=options.sn_momentum, use_bn=options.sn_use_bn,
-                freeze_stats=options.sn_freeze_stats)
+@dataclass(frozen=True)
+class SNOptions(FamilyOptions):
+    """Options of SN and SyncSN: config node MODEL.SN (USE_BN, MOMENTUM, EPSILON, FREEZE_STATS)."""
+
+    config_node = "MODEL.SN"
+    use_bn: bool = True  # the BN branch; False = batch-free SN (IN + LN), for 1 image per GPU
+    momentum: float = 0.1  # running-statistics momentum of the BN branch, PyTorch convention
+    epsilon: float = 1e-5  # SN eps
+    freeze_stats: bool = False  # fine-tuning: the BN branch uses its running statistics in training too
 
 
-@NORM_REGISTRY.register("SN")
-def build_switch_norm(channels: int, options: NormOptions) -> SwitchNorm2d:
+def sn_traits(use_bn: bool, freeze_stats: bool, synced: bool = False) -> NormTraits:
+    """SN's traits: with its BN branch it keeps running statistics and (unless frozen) uses the batch."""
+    if not use_bn:
+        return NormTraits(kind=SN_NO_BN_KIND)
+    return NormTraits(kind=SN_KIND, running_stats=True, batch_dependent=not freeze_stats, synced=synced)
+
+
+def freeze_switch_norm(module: SwitchNorm2d) -> SwitchNorm2d:
+    """SN frozen: the BN branch uses its running statistics in training too; no parameter trains."""
+    module.freeze_stats = True
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _sn_kwargs(options: SNOptions) -> dict:
+    return dict(eps=options.epsilon, momentum=options.momentum, use_bn=options.use_bn,
+                freeze_stats=options.freeze_stats)
+
+
+@register_norm("SN", options=SNOptions, traits=lambda o: sn_traits(o.use_bn, o.freeze_stats),
+               module_traits=lambda m: sn_traits(m.use_bn, m.freeze_stats), freeze=freeze_switch_norm,
+               module_types=(SwitchNorm2d,), batch_free_options={"use_bn": False})
+def build_switch_norm(channels: int, options: SNOptions) -> SwitchNorm2d:
     """SN with MODEL.SN's options (BN branch, momentum, eps, frozen statistics)."""
     return SwitchNorm2d(channels, **_sn_kwargs(options))
 
 
-@NORM_REGISTRY.register("SyncSN")
-def build_sync_switch_norm(channels: int, options: NormOptions) -> SyncSwitchNorm2d:
+@register_norm("SyncSN", options=SNOptions, traits=lambda o: sn_traits(o.use_bn, o.freeze_stats, synced=True),
+               module_traits=lambda m: sn_traits(m.use_bn, m.freeze_stats, synced=True), freeze=freeze_switch_norm,
+               module_types=(SyncSwitchNorm2d,), batch_free_options={"use_bn": False})
+def build_sync_switch_norm(channels: int, options: SNOptions) -> SyncSwitchNorm2d:
     """SN whose BN branch is shared across processes (same all-reduce as SyncBN)."""
     return SyncSwitchNorm2d(channels, **_sn_kwargs(options))

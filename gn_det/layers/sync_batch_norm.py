@@ -14,14 +14,16 @@ has the input's dtype, as BatchNorm2d. Without a process group, or with one proc
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
+from .batch_norm import BN_TRAITS, BNOptions, freeze_batch_norm
 from .fused import channel_affine, channel_moments, channel_sums, kernel_eps, unit_affine
-from .norm import NORM_REGISTRY, NormOptions
+from .norm import register_norm
 from .shapes import check_batch_statistics, check_input_4d, values_per_channel
 
 
@@ -101,7 +103,8 @@ class SyncBatchNorm2d(nn.SyncBatchNorm):
         )
 
 
-@NORM_REGISTRY.register("SyncBN")
-def build_sync_batch_norm(channels: int, options: NormOptions) -> SyncBatchNorm2d:
+@register_norm("SyncBN", options=BNOptions, traits=dataclasses.replace(BN_TRAITS, synced=True),
+               freeze=freeze_batch_norm, module_types=(nn.SyncBatchNorm,))
+def build_sync_batch_norm(channels: int, options: BNOptions) -> SyncBatchNorm2d:
     """SyncBN over the default process group, momentum/eps from MODEL.BN."""
-    return SyncBatchNorm2d(channels, eps=options.bn_eps, momentum=options.bn_momentum)
+    return SyncBatchNorm2d(channels, eps=options.epsilon, momentum=options.momentum)

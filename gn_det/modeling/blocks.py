@@ -1,48 +1,23 @@
-"""Building blocks shared by the backbone and heads: a conv that carries its norm, and the inits."""
+"""Building blocks shared by the backbone and heads: norm and conv factories from config keys, and the inits.
+
+The conv that carries its norm is gn_det.layers.Conv2d (re-exported here); the class a part uses comes
+from its CONV key (gn_det.layers.CONV_REGISTRY: "" plain, "WS" Weight Standardization).
+"""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-import torch
 from torch import nn
 
 from gn_det.config import norm_options_from_cfg
-from gn_det.layers import get_norm
+from gn_det.layers import Conv2d, get_conv, get_norm
 
-# (channels, zero_init=False) -> norm module, or None for no norm
+# (channels, zero_init=False, act=False) -> norm module, or None for no norm. ``act``: a ReLU follows it.
 NormFn = Callable[..., Optional[nn.Module]]
+# A Conv2d class: (in, out, kernel, *conv args, norm=, activation=, bias=) -> Conv2d
+ConvFn = Callable[..., Conv2d]
 
-
-class Conv2d(nn.Conv2d):
-    """nn.Conv2d followed by an optional ``.norm`` and activation (detectron2's layers.Conv2d).
-
-    The norm sits inside the conv module so checkpoint names read ``<conv>.weight`` and
-    ``<conv>.norm.weight``. The bias defaults to off when a norm follows (the norm's shift replaces it).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        *args,
-        norm: Optional[nn.Module] = None,
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        bias: Optional[bool] = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, *args, bias=norm is None if bias is None else bias, **kwargs)
-        self.norm = norm
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """conv -> norm -> activation."""
-        x = super().forward(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
+__all__ = ["Conv2d", "ConvFn", "NormFn", "c2_msra_fill", "c2_xavier_fill", "conv_fn", "norm_fn"]
 
 
 def c2_msra_fill(module: nn.Module) -> None:
@@ -60,10 +35,19 @@ def c2_xavier_fill(module: nn.Module) -> None:
 
 
 def norm_fn(name: str, cfg, key: str) -> NormFn:
-    """``(channels, zero_init=False) -> norm`` for the norm ``name`` set by config key ``key``."""
+    """``(channels, zero_init=False, act=False) -> norm`` for the norm ``name`` set by config key ``key``.
+
+    Pass ``act=True`` where a ReLU follows the norm: a norm that includes its activation (FRN+TLU,
+    EvoNorm) then applies it, and the Conv2d it is given to drops its ReLU.
+    """
     options = norm_options_from_cfg(cfg)
 
-    def build(channels: int, zero_init: bool = False) -> Optional[nn.Module]:
-        return get_norm(name, channels, options, key=key, zero_init=zero_init)
+    def build(channels: int, zero_init: bool = False, act: bool = False) -> Optional[nn.Module]:
+        return get_norm(name, channels, options, key=key, zero_init=zero_init, act=act)
 
     return build
+
+
+def conv_fn(name: str, key: str) -> ConvFn:
+    """The Conv2d class registered as ``name`` (config key ``key``): plain or WS."""
+    return get_conv(name, key=key)

@@ -6,8 +6,7 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-# Norm slots: every norm gn_det builds sits in a submodule named "norm" (Conv2d.norm) or "conv_norm" (RPN head).
-NORM_SLOT_NAMES = ("norm", "conv_norm")
+from gn_det.layers import is_norm
 
 
 def model_parts(model: nn.Module) -> List[Tuple[str, List[nn.Module]]]:
@@ -30,9 +29,14 @@ def model_parts(model: nn.Module) -> List[Tuple[str, List[nn.Module]]]:
 
 
 def _norms(modules: List[nn.Module]) -> List[nn.Module]:
-    """Norm layers inside ``modules`` (found by their slot name, so user norms count too)."""
-    return [m for module in modules for name, m in module.named_modules()
-            if name.rsplit(".", 1)[-1] in NORM_SLOT_NAMES and not isinstance(m, nn.Identity)]
+    """Norm layers inside ``modules``, each once (recognised by their declared traits: gn_det.layers.is_norm)."""
+    seen, norms = set(), []
+    for module in modules:
+        for m in module.modules():
+            if id(m) not in seen and is_norm(m):
+                seen.add(id(m))
+                norms.append(m)
+    return norms
 
 
 def describe_model_parts(model: nn.Module) -> List[Dict[str, object]]:

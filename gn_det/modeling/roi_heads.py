@@ -10,18 +10,22 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from .blocks import Conv2d, NormFn, c2_msra_fill, c2_xavier_fill, norm_fn
+from .blocks import Conv2d, ConvFn, NormFn, c2_msra_fill, c2_xavier_fill, conv_fn, norm_fn
 from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
 
 
-def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, dims: List[int], norm: NormFn) -> int:
-    """Add ``<prefix>1..n``: 3x3 convs (MSRA fill) each followed by its norm and ReLU; return the output channels."""
+def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, dims: List[int], norm: NormFn,
+                   conv: ConvFn = Conv2d) -> int:
+    """Add ``<prefix>1..n``: 3x3 convs (MSRA fill) each followed by its norm and ReLU; return the output channels.
+
+    A norm that includes its activation (FRN+TLU, EvoNorm) replaces norm + ReLU.
+    """
     channels = in_channels
     for k, dim in enumerate(dims, start=1):
-        conv = Conv2d(channels, dim, 3, padding=1, norm=norm(dim), activation=F.relu)
-        c2_msra_fill(conv)
-        module.add_module(f"{prefix}{k}", conv)
+        layer = conv(channels, dim, 3, padding=1, norm=norm(dim, act=True), activation=F.relu)
+        c2_msra_fill(layer)
+        module.add_module(f"{prefix}{k}", layer)
         channels = dim
     return channels
 
@@ -29,9 +33,10 @@ def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, dims: List[
 class FastRCNNConvFCHead(nn.Module):
     """``conv1..n`` (3x3, norm, ReLU) then ``fc1..m`` (ReLU): the GN paper's 4conv1fc or the classic 2fc."""
 
-    def __init__(self, in_channels: int, resolution: int, *, conv_dims: List[int], fc_dims: List[int], norm: NormFn) -> None:
+    def __init__(self, in_channels: int, resolution: int, *, conv_dims: List[int], fc_dims: List[int], norm: NormFn,
+                 conv: ConvFn = Conv2d) -> None:
         super().__init__()
-        channels = add_conv_stack(self, "conv", in_channels, conv_dims, norm)
+        channels = add_conv_stack(self, "conv", in_channels, conv_dims, norm, conv)
         self.num_conv, self.num_fc = len(conv_dims), len(fc_dims)
         features = channels * resolution * resolution
         for k, dim in enumerate(fc_dims, start=1):
@@ -58,7 +63,8 @@ def build_fast_rcnn_conv_fc_head(cfg, in_channels: int, resolution: int) -> Fast
     if h.NUM_CONV + h.NUM_FC == 0:
         raise ValueError("MODEL.ROI_BOX_HEAD needs NUM_CONV + NUM_FC >= 1 (4 + 1 for 4conv1fc, 0 + 2 for 2fc)")
     return FastRCNNConvFCHead(in_channels, resolution, conv_dims=[h.CONV_DIM] * h.NUM_CONV, fc_dims=[h.FC_DIM] * h.NUM_FC,
-                              norm=norm_fn(h.NORM, cfg, "MODEL.ROI_BOX_HEAD.NORM"))
+                              norm=norm_fn(h.NORM, cfg, "MODEL.ROI_BOX_HEAD.NORM"),
+                              conv=conv_fn(h.CONV, "MODEL.ROI_BOX_HEAD.CONV"))
 
 
 class BoxPredictor(nn.Module):
@@ -84,9 +90,9 @@ class BoxPredictor(nn.Module):
 class MaskRCNNConvUpsampleHead(nn.Module):
     """``mask_fcn1..n``: 3x3 convs with norm and ReLU on the pooled RoI features (predictor apart)."""
 
-    def __init__(self, in_channels: int, *, conv_dims: List[int], norm: NormFn) -> None:
+    def __init__(self, in_channels: int, *, conv_dims: List[int], norm: NormFn, conv: ConvFn = Conv2d) -> None:
         super().__init__()
-        channels = add_conv_stack(self, "mask_fcn", in_channels, conv_dims, norm)
+        channels = add_conv_stack(self, "mask_fcn", in_channels, conv_dims, norm, conv)
         self.num_conv = len(conv_dims)
         self.out_channels = channels
 
@@ -102,7 +108,8 @@ def build_mask_rcnn_conv_upsample_head(cfg, in_channels: int) -> MaskRCNNConvUps
     """Mask head of MODEL.ROI_MASK_HEAD (NUM_CONV x CONV_DIM convs with NORM)."""
     h = cfg.MODEL.ROI_MASK_HEAD
     return MaskRCNNConvUpsampleHead(in_channels, conv_dims=[h.CONV_DIM] * h.NUM_CONV,
-                                    norm=norm_fn(h.NORM, cfg, "MODEL.ROI_MASK_HEAD.NORM"))
+                                    norm=norm_fn(h.NORM, cfg, "MODEL.ROI_MASK_HEAD.NORM"),
+                                    conv=conv_fn(h.CONV, "MODEL.ROI_MASK_HEAD.CONV"))
 
 
 class MaskPredictor(nn.Module):

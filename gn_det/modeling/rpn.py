@@ -1,9 +1,11 @@
 """Region Proposal Network: torchvision's RPN (anchors, matching, sampling, losses, NMS) with a head
-whose 3x3 conv may take a norm (MODEL.RPN.HEAD_NORM), reading only MODEL.RPN.IN_FEATURES."""
+whose 3x3 conv may take a norm (MODEL.RPN.HEAD_NORM, one per level for norms with running statistics)
+and be WS (MODEL.RPN.HEAD_CONV), reading only MODEL.RPN.IN_FEATURES."""
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,19 +14,23 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from gn_det.config import norm_options_from_cfg
-from gn_det.layers import get_norm
+from gn_det.layers import applies_activation, get_conv, get_norm, norm_traits, per_level_norms
 
 
 class RPNHead(nn.Module):
     """Shared 3x3 conv (+ optional ``conv_norm``) + ReLU, then objectness and box-delta 1x1 convs.
 
     Names follow docs/INTERFACES.md: ``conv``, ``conv_norm``, ``cls_logits``, ``bbox_pred``.
+    ``norm`` is one module applied to every level, or an nn.ModuleList with one norm per level (level k
+    uses ``conv_norm[k]``; see build_rpn_head_norm). ``conv`` is the 3x3 conv's class (plain or WS).
+    A norm that applies its own activation (built with act=True, e.g. FRN+TLU) replaces the ReLU.
     Init as detectron2/torchvision: normal(std=0.01), bias 0.
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, norm: Optional[nn.Module] = None) -> None:
+    def __init__(self, in_channels: int, num_anchors: int, norm: Union[nn.Module, nn.ModuleList, None] = None,
+                 *, conv: type = nn.Conv2d) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=norm is None)
+        self.conv = conv(in_channels, in_channels, 3, padding=1, bias=norm is None)
         self.conv_norm = norm
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
@@ -35,12 +41,18 @@ class RPNHead(nn.Module):
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Per level: objectness logits (N, A, H, W) and box deltas (N, 4A, H, W), as torchvision's RPNHead."""
+        per_level = isinstance(self.conv_norm, nn.ModuleList)
+        if per_level and len(features) != len(self.conv_norm):
+            raise ValueError(f"the RPN head has one norm per level for {len(self.conv_norm)} levels "
+                             f"(MODEL.RPN.IN_FEATURES), got {len(features)} feature maps")
         logits, deltas = [], []
-        for x in features:
+        for level, x in enumerate(features):
+            norm = self.conv_norm[level] if per_level else self.conv_norm
             x = self.conv(x)
-            if self.conv_norm is not None:
-                x = self.conv_norm(x)
-            x = F.relu(x)
+            if norm is not None:
+                x = norm(x)
+            if not applies_activation(norm):
+                x = F.relu(x)
             logits.append(self.cls_logits(x))
             deltas.append(self.bbox_pred(x))
         return logits, deltas
@@ -81,12 +93,28 @@ def build_anchor_generator(cfg) -> AnchorGenerator:
     return AnchorGenerator(tuple(sizes), tuple(ratios))
 
 
+def build_rpn_head_norm(cfg, channels: int, num_levels: int) -> Union[nn.Module, nn.ModuleList, None]:
+    """MODEL.RPN.HEAD_NORM for a head run on ``num_levels`` levels: one norm, or one per level.
+
+    A norm with running statistics gets one copy per level with shared parameters (per-level statistics,
+    as detectron2's CycleBatchNormList): one module over every level would end with statistics
+    dominated by the last level, and evaluation would normalise p2 with them. Other norms are shared.
+    """
+    make = functools.partial(get_norm, cfg.MODEL.RPN.HEAD_NORM, channels, norm_options_from_cfg(cfg),
+                             key="MODEL.RPN.HEAD_NORM", act=True)
+    norm = make()
+    if norm is None or num_levels < 2 or not norm_traits(norm).running_stats:
+        return norm
+    return per_level_norms(make, num_levels)
+
+
 def build_rpn(cfg, in_channels: int) -> RPN:
     """torchvision's RPN with the thresholds, sample sizes and top-k of MODEL.RPN."""
     rpn = cfg.MODEL.RPN
     anchors = build_anchor_generator(cfg)
-    norm = get_norm(rpn.HEAD_NORM, in_channels, norm_options_from_cfg(cfg), key="MODEL.RPN.HEAD_NORM")
-    head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], norm)
+    norm = build_rpn_head_norm(cfg, in_channels, len(rpn.IN_FEATURES))
+    head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], norm,
+                   conv=get_conv(rpn.HEAD_CONV, key="MODEL.RPN.HEAD_CONV"))
     bg_thresh, fg_thresh = split_iou_thresholds(rpn.IOU_THRESHOLDS, "MODEL.RPN.IOU_THRESHOLDS")
     return RPN(
         rpn.IN_FEATURES, anchors, head, fg_iou_thresh=fg_thresh, bg_iou_thresh=bg_thresh,

@@ -34,7 +34,7 @@ class Registry(_FvcoreRegistry):
             explicit_name: Optional[str] = obj
 
             def deco(func_or_class: Callable) -> Callable:
-                self._do_register(explicit_name or func_or_class.__name__, func_or_class)
+                self._do_register(func_or_class.__name__ if explicit_name is None else explicit_name, func_or_class)
                 return func_or_class
 
             return deco
@@ -56,8 +56,10 @@ class Registry(_FvcoreRegistry):
         if name in self._obj_map:
             return self._obj_map[name]
         where = f" (from {key})" if key else ""
-        close = difflib.get_close_matches(str(name), self.names(), n=3)
+        same_letters = [n for n in self.names() if n.lower() == str(name).lower()]  # 'Ws' -> 'WS'
+        close = same_letters or difflib.get_close_matches(str(name), self.names(), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownNameError(
-            f"Unknown {self._name} name {name!r}{where}. Registered names: {', '.join(self.names())}.{hint}"
+            f"Unknown {self._name} name {name!r}{where}. Registered names: "
+            f"{', '.join(n if n else repr(n) for n in self.names())}.{hint}"
         )

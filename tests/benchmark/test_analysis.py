@@ -5,16 +5,16 @@ import torch
 from torch import nn
 
 from gn_det.benchmark.analysis import analyze_norms
-from gn_det.layers import NormOptions, get_norm
+from gn_det.layers import SNOptions, get_norm
 
 
 def test_tables_and_plots_written(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential()
     model.add_module("backbone", nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), get_norm("SN", 8, NormOptions(gn_num_groups=2)), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1), get_norm("SN", 8), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1), get_norm("SN", 8, NormOptions(sn_use_bn=False)),
+        nn.Conv2d(8, 8, 3, padding=1), get_norm("SN", 8, SNOptions(use_bn=False)),
     ))
     model.train()
     with torch.no_grad():  # a few training steps' worth of running statistics
@@ -24,7 +24,7 @@ def test_tables_and_plots_written(tmp_path):
     result = analyze_norms(model, batches, str(tmp_path))
     assert [r.name for r in result.sn_rows] == ["backbone.1", "backbone.7"]
     # the SN with BN branch and the BN keep running statistics; batch-free SN does not
-    assert [(r.name, r.kind) for r in result.shift_rows] == [("backbone.1", "SN-BN"), ("backbone.4", "BN")]
+    assert [(r.name, r.kind) for r in result.shift_rows] == [("backbone.1", "SN"), ("backbone.4", "BN")]
     for name in ("sn_importance", "estimation_shift"):
         for ext in ("md", "csv", "png"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 0

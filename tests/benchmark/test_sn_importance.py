@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gn_det.benchmark.sn_importance import sn_shares, shares_table
-from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+from gn_det.layers import GNOptions, NORM_REGISTRY, NormOptions, SNOptions, get_norm
 
 
 def softmax64(values):
@@ -44,7 +44,7 @@ def test_shares_match_softmax_of_parameters(seed):
 @pytest.mark.parametrize("use_bn", [True, False])
 def test_shares_of_registered_sn(use_bn):
     torch.manual_seed(0)
-    sn = get_norm("SN", 8, NormOptions(sn_use_bn=use_bn, gn_num_groups=2))
+    sn = get_norm("SN", 8, NormOptions(SNOptions(use_bn=use_bn), GNOptions(num_groups=2)))
     with torch.no_grad():
         sn.mean_weight.copy_(torch.randn_like(sn.mean_weight))
         sn.var_weight.copy_(torch.randn_like(sn.var_weight))

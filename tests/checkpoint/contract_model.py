@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gn_det.layers import NormOptions, get_norm
+from gn_det.layers import GNOptions, NormOptions, get_norm
 
 
 class ConvNorm(nn.Conv2d):
@@ -12,7 +12,7 @@ class ConvNorm(nn.Conv2d):
 
     def __init__(self, cin, cout, k, norm, stride=1):
         super().__init__(cin, cout, k, stride=stride, padding=k // 2, bias=not norm)
-        self.norm = get_norm(norm, cout, NormOptions(gn_num_groups=2))
+        self.norm = get_norm(norm, cout, NormOptions(GNOptions(num_groups=2)))
 
 
 def contract_model(norm="FrozenBN", num_classes=3, mask=True, blocks=(1, 1, 1, 1), width=4) -> nn.Module:

@@ -202,7 +202,7 @@ def test_detectron_c2_detector_pkl(tmp_path):
 
 
 def test_sn_with_bn_branch_into_batch_free_sn_is_a_norm_mismatch(tmp_path):
-    from gn_det.layers import NORM_REGISTRY, NormOptions
+    from gn_det.layers import SNOptions, get_norm
 
     src = randomized(contract_model(norm="SN"))
     torch.save(to_sn_authors(src.state_dict()), tmp_path / "sn.pth")
@@ -210,7 +210,7 @@ def test_sn_with_bn_branch_into_batch_free_sn_is_a_norm_mismatch(tmp_path):
     for name, module in list(dst.named_modules()):
         if name.endswith(".norm"):  # batch-free SN (MODEL.SN.USE_BN False): importance over IN and LN only
             parent, _, leaf = name.rpartition(".")
-            free = NORM_REGISTRY.get("SN")(module.weight.numel(), NormOptions(sn_use_bn=False))
+            free = get_norm("SN", module.weight.numel(), SNOptions(use_bn=False))
             setattr(dst.get_submodule(parent), leaf, free)
     report = load_weights(dst, str(tmp_path / "sn.pth"), verbose=False)
     assert {(m.checkpoint_kind, m.model_kind) for m in report.norm_mismatches} == {("SN", "SN without BN branch")}

@@ -3,9 +3,11 @@ import os
 
 import pytest
 
-from gn_det.config import (CONFIGS_DIR, CfgNode, ConfigKeyError, ConfigTypeError, get_cfg, norm_keys,
-                           norm_options_from_cfg, resolve_config_path)
-from gn_det.layers import NORM_REGISTRY
+import dataclasses
+
+from gn_det.config import (CONFIGS_DIR, CfgNode, ConfigKeyError, ConfigTypeError, check_batch_dependent_norms, conv_keys,
+                           get_cfg, norm_keys, norm_options_from_cfg, resolve_config_path)
+from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, SNOptions
 from gn_det.utils import UnknownNameError
 
 
@@ -27,22 +29,26 @@ BAD_OVERRIDES = [
     # unknown leaf key: names the key and the closest valid ones
     (["MODEL.RESNETS.NROM", "GN"], ConfigKeyError,
      "Unknown config key MODEL.RESNETS.NROM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, "
-     "MODEL.RESNETS.NUM_GROUPS?"),
+     "MODEL.RESNETS.CONV?"),
     # unknown section: the full key inside it is quoted
     (["MODEL.RESNET.NORM", "GN"], ConfigKeyError,
-     "Unknown config key MODEL.RESNET.NORM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, MODEL.FPN.NORM?"),
+     "Unknown config key MODEL.RESNET.NORM. Did you mean: MODEL.RESNETS.NORM, MODEL.RESNETS.NORM_3X3, "
+     "MODEL.RESNETS.CONV?"),
     # wrong type: key, value and expected type
     (["MODEL.RESNETS.DEPTH", "fifty"], ConfigTypeError,
      "Config key MODEL.RESNETS.DEPTH has value 'fifty' of type str, expected type int (default: 50)"),
     (["SOLVER.MAX_ITER", "1.5"], ConfigTypeError,
      "Config key SOLVER.MAX_ITER has value 1.5 of type float, expected type int (default: 90000)"),
     (["MODEL.FPN", "3"], ConfigTypeError,
-     "Config key MODEL.FPN is a section (FUSE_TYPE, IN_FEATURES, NORM, OUT_CHANNELS); got the value 3"),
+     "Config key MODEL.FPN is a section (CONV, FUSE_TYPE, IN_FEATURES, NORM, OUT_CHANNELS); got the value 3"),
     # unregistered norm name: key and registered names
     (["MODEL.FPN.NORM", "GNN"], UnknownNameError,
      "Unknown NORM name 'GNN' (from MODEL.FPN.NORM). Registered names: {names}. Did you mean 'GN'? Use '' for no norm."),
     (["MODEL.RPN.HEAD_NORM", "batchnorm"], UnknownNameError,
      "Unknown NORM name 'batchnorm' (from MODEL.RPN.HEAD_NORM). Registered names: {names}."),
+    # unregistered conv name: key and registered names
+    (["MODEL.ROI_BOX_HEAD.CONV", "StdConv"], UnknownNameError,
+     "Unknown CONV name 'StdConv' (from MODEL.ROI_BOX_HEAD.CONV). Registered names: '', WS."),
     # odd-length override list
     (["MODEL.FPN.NORM"], ValueError, "Config overrides must come in KEY VALUE pairs, got 1 items: ['MODEL.FPN.NORM']"),
 ]
@@ -101,17 +107,84 @@ def test_norm_options_from_cfg():
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.GN.NUM_GROUPS", "16", "MODEL.GN.EPSILON", "1e-6", "MODEL.BN.MOMENTUM", "0.01",
                          "MODEL.SN.USE_BN", "False", "MODEL.SN.FREEZE_STATS", "True", "MODEL.BN.EPSILON", "0.0"])
-    o = norm_options_from_cfg(cfg)
-    assert (o.gn_num_groups, o.gn_dim_per_gp, o.gn_eps, o.bn_momentum, o.bn_eps) == (16, -1, 1e-6, 0.01, 0.0)
-    assert (o.sn_use_bn, o.sn_freeze_stats, o.gn_groups_key) == (False, True, "MODEL.GN.NUM_GROUPS")
-    cfg.merge_from_list(["MODEL.GN.DIM_PER_GP", "8"])
-    assert norm_options_from_cfg(cfg).gn_groups_key == "MODEL.GN.DIM_PER_GP"
+    o = norm_options_from_cfg(cfg)  # one options instance per family (the closed NormOptions bundle is gone)
+    assert o.of(GNOptions) == GNOptions(num_groups=16, dim_per_gp=-1, epsilon=1e-6)
+    assert o.of(BNOptions) == BNOptions(momentum=0.01, epsilon=0.0)
+    assert o.of(SNOptions) == SNOptions(use_bn=False, momentum=0.1, epsilon=1e-5, freeze_stats=True)
 
 
 def test_norm_keys_are_the_norm_slots():
     keys = {k for k, _ in norm_keys(get_cfg())}
     assert keys == {"MODEL.RESNETS.NORM", "MODEL.RESNETS.NORM_3X3", "MODEL.FPN.NORM", "MODEL.RPN.HEAD_NORM",
                     "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM"}  # not SOLVER.WEIGHT_DECAY_NORM (a float)
+
+
+def test_conv_keys_sit_next_to_the_norm_keys():
+    assert dict(conv_keys(get_cfg())) == {"MODEL.RESNETS.CONV": "", "MODEL.FPN.CONV": "", "MODEL.RPN.HEAD_CONV": "",
+                                          "MODEL.ROI_BOX_HEAD.CONV": "", "MODEL.ROI_MASK_HEAD.CONV": ""}
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.CONV", "WS", "MODEL.FPN.CONV", "WS"])  # GN+WS
+    assert (cfg.MODEL.RESNETS.CONV, cfg.MODEL.FPN.CONV) == ("WS", "WS")
+
+
+def test_norm_option_nodes_are_generated_from_the_options_dataclasses():
+    cfg = get_cfg()
+    for family in (GNOptions, BNOptions, SNOptions):
+        node = cfg
+        for part in family.config_node.split("."):
+            node = node[part]
+        assert dict(node) == {f.name.upper(): f.default for f in dataclasses.fields(family)}
+    assert (cfg.MODEL.GN.NUM_GROUPS, cfg.MODEL.BN.EPSILON, cfg.MODEL.SN.USE_BN) == (32, 1e-5, True)
+
+
+def test_get_cfg_adds_the_node_of_a_family_registered_later():
+    from gn_det.layers import FamilyOptions, NormTraits, register_norm
+
+    @dataclasses.dataclass(frozen=True)
+    class LateOptions(FamilyOptions):
+        config_node = "MODEL.LATE"
+        alpha: float = 0.5
+
+    register_norm("TestLate", options=LateOptions, traits=NormTraits(kind="TestLate"))(lambda c, o: None)
+    try:
+        cfg = get_cfg()
+        cfg.merge_from_list(["MODEL.LATE.ALPHA", 2])
+        assert norm_options_from_cfg(cfg).of(LateOptions) == LateOptions(alpha=2.0)
+    finally:
+        NORM_REGISTRY.unregister("TestLate")
+    assert "LATE" not in get_cfg().MODEL
+
+
+# (overrides, images per process, processes, refused keys or None)
+BATCH_CHECKS = [
+    ([], 1, 1, None),  # FrozenBN: fine
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "SN"], 1, 1,
+     "MODEL.RESNETS.NORM='BN', MODEL.ROI_BOX_HEAD.NORM='SN'"),
+    (["MODEL.RESNETS.NORM", "BN"], 2, 1, None),
+    (["MODEL.FPN.NORM", "SyncBN"], 1, 1, "MODEL.FPN.NORM='SyncBN'"),  # one process: plain BN
+    (["MODEL.FPN.NORM", "SyncBN", "MODEL.RPN.HEAD_NORM", "SyncSN"], 1, 2, None),  # pooled over 2 processes
+    (["MODEL.FPN.NORM", "SN", "MODEL.SN.USE_BN", False], 1, 1, None),
+    (["MODEL.FPN.NORM", "SN", "MODEL.SN.FREEZE_STATS", True], 1, 1, None),
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", 5], 1, 1, None),  # frozen: FrozenBN
+    (["MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.NORM_3X3", "BN"], 1, 1, "MODEL.RESNETS.NORM_3X3='BN'"),
+    (["MODEL.RESNETS.NORM", "BN", "MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE", True], 1, 1, None),
+]
+
+
+@pytest.mark.parametrize("overrides,images,processes,refused", BATCH_CHECKS)
+def test_batch_dependent_norms_at_1_image_per_process(overrides, images, processes, refused):
+    cfg = get_cfg()
+    cfg.merge_from_list(overrides)
+    if refused is None:
+        check_batch_dependent_norms(cfg, images, processes)
+        return
+    with pytest.raises(ValueError) as info:
+        check_batch_dependent_norms(cfg, images, processes)
+    assert str(info.value) == (
+        f"{refused} would compute batch statistics from 1 image per process in training; use FrozenBN, GN, LN, IN "
+        "or SN/SyncSN with MODEL.SN.USE_BN=False instead, SyncBN/SyncSN over more than one process, more images "
+        "per process (SOLVER.IMS_PER_BATCH), or set MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE True to train it anyway"
+    )
 
 
 def test_every_default_key_has_a_comment():

@@ -20,11 +20,11 @@ import copy
 import pytest
 import torch
 
-from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, NormOptions, SNOptions, get_norm
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
 STATS_TOL = 1e-4
-OPTIONS = NormOptions(gn_num_groups=4)
+OPTIONS = NormOptions(GNOptions(num_groups=4))
 CHANNELS = 16
 
 CASES = [  # (device, dtype, autocast): CPU autocast is bfloat16; a float16 input on CPU comes without it
@@ -114,4 +114,4 @@ def test_torch_norms_under_cuda_autocast():
     with torch.autocast("cuda", dtype=torch.float16):
         assert torch.nn.BatchNorm2d(8).cuda()(x).dtype == torch.float16
         assert torch.nn.GroupNorm(2, 8).cuda()(x).dtype == torch.float32
-        assert get_norm("GN", 8, NormOptions(gn_num_groups=2)).cuda()(x).dtype == torch.float16
+        assert get_norm("GN", 8, NormOptions(GNOptions(num_groups=2))).cuda()(x).dtype == torch.float16

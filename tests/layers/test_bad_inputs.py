@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from gn_det.layers import NormOptions, get_norm
+from gn_det.layers import GNOptions, NormOptions, SNOptions, get_norm
 
 REGISTERED = "BN, FrozenBN, GN, IN, LN, SN, SyncBN, SyncSN"
-BATCH_1 = "at batch size 1 use FrozenBN, GN, LN, IN or SN with MODEL.SN.USE_BN=False"
+# Generated from the registered norms' traits (SyncSN joined SN when the list stopped being hand-written).
+BATCH_1 = "at batch size 1 use FrozenBN, GN, LN, IN or SN/SyncSN with MODEL.SN.USE_BN=False"
 
 BAD_NAMES = [  # (call, exception, message, why)
     (lambda: get_norm("GroupNorm", 64, key="MODEL.FPN.NORM"), KeyError,
@@ -19,12 +20,12 @@ BAD_NAMES = [  # (call, exception, message, why)
      "MODEL.FPN.NORM='GN' needs channels divisible by MODEL.GN.NUM_GROUPS=32, got 250; "
      "set MODEL.GN.NUM_GROUPS to a divisor of 250 or use MODEL.GN.DIM_PER_GP",
      "non-divisible groups: both numbers and both keys"),
-    (lambda: get_norm("GN", 96, NormOptions(gn_dim_per_gp=64), key="MODEL.ROI_BOX_HEAD.NORM"), ValueError,
+    (lambda: get_norm("GN", 96, GNOptions(dim_per_gp=64), key="MODEL.ROI_BOX_HEAD.NORM"), ValueError,
      "MODEL.ROI_BOX_HEAD.NORM='GN' needs channels divisible by MODEL.GN.DIM_PER_GP=64, got 96; "
      "set MODEL.GN.DIM_PER_GP to a divisor of 96",
      "channels-per-group mode"),
     (lambda: get_norm(32, 64, key="MODEL.FPN.NORM"), TypeError,
-     "MODEL.FPN.NORM must be a norm name (str) or ''/None for no norm, got 32",
+     "MODEL.FPN.NORM must be a norm name (str), a norm class or functools.partial, or ''/None for no norm, got 32",
      "a number where a name belongs"),
 ]
 
@@ -70,6 +71,6 @@ def test_bn_in_training_on_a_single_value_per_channel_names_the_batch_free_norms
 @pytest.mark.parametrize("name,hw", [("FrozenBN", 1), ("GN", 1), ("LN", 1), ("SN", 1), ("IN", 2)])
 def test_the_norms_the_message_recommends_do_work_at_batch_size_1(name, hw):
     """IN needs 2 values per (sample, channel), so it gets a 2x2 map; the others work even at 1x1."""
-    opts = NormOptions(sn_use_bn=False, gn_num_groups=4)
+    opts = NormOptions(SNOptions(use_bn=False), GNOptions(num_groups=4))
     out = get_norm(name, 8, opts).train()(torch.randn(1, 8, hw, hw))
     assert out.shape == (1, 8, hw, hw) and torch.isfinite(out).all()

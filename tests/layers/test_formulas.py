@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+from gn_det.layers import BNOptions, GNOptions, NORM_REGISTRY, NormOptions, get_norm
 
 
 def _randomize_affine(norm, seed):
@@ -32,7 +32,7 @@ def _bn_formula(x, weight, bias, eps):
 @pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("name,groups", [("GN", 4), ("LN", 1), ("IN", 16)])
 def test_group_family_matches_formula(name, groups, seed):
-    opts = NormOptions(gn_num_groups=4)
+    opts = GNOptions(num_groups=4)
     norm = _randomize_affine(get_norm(name, 16, opts), seed).double()
     x = torch.randn(3, 16, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 3 + 1
     expected = _group_formula(x, groups, norm.weight.detach(), norm.bias.detach(), 1e-5)
@@ -40,13 +40,13 @@ def test_group_family_matches_formula(name, groups, seed):
 
 
 def test_gn_dim_per_gp_sets_channels_per_group():
-    assert get_norm("GN", 256, NormOptions(gn_dim_per_gp=16)).num_groups == 16
-    assert get_norm("GN", 64, NormOptions(gn_num_groups=8)).num_groups == 8
+    assert get_norm("GN", 256, GNOptions(dim_per_gp=16)).num_groups == 16
+    assert get_norm("GN", 64, GNOptions(num_groups=8)).num_groups == 8
 
 
 @pytest.mark.parametrize("name", ["BN", "SyncBN"])
 def test_bn_matches_formula_and_updates_running_stats_with_unbiased_variance(name):
-    norm = _randomize_affine(get_norm(name, 6, NormOptions(bn_momentum=0.25)), 0).double().train()
+    norm = _randomize_affine(get_norm(name, 6, BNOptions(momentum=0.25)), 0).double().train()
     x = torch.randn(4, 6, 3, 5, dtype=torch.float64) * 2 - 1
     expected = _bn_formula(x, norm.weight.detach(), norm.bias.detach(), 1e-5)
     torch.testing.assert_close(norm(x), expected, rtol=1e-10, atol=1e-10)
@@ -62,7 +62,7 @@ STAT_NORMS = ["BN", "SyncBN", "GN", "LN", "IN", "SN", "SyncSN"]
 
 def _conv_then_norm(name, conv_weight, x):
     torch.manual_seed(0)
-    norm = get_norm(name, conv_weight.shape[0], NormOptions(gn_num_groups=2)).double().train()
+    norm = get_norm(name, conv_weight.shape[0], NormOptions(GNOptions(num_groups=2))).double().train()
     return norm(nn.functional.conv2d(x, conv_weight))
 
 

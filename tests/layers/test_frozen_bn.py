@@ -6,7 +6,7 @@ from torch import nn
 
 from gn_det.layers import (
     FrozenBatchNorm2d, SwitchNorm2d, SyncBatchNorm2d, convert_frozen_batchnorm, describe_norms, freeze_norms,
-    get_norm, NormOptions,
+    get_norm, BNOptions,
 )
 
 
@@ -54,7 +54,7 @@ def test_frozen_bn_loads_checkpoint_without_num_batches_tracked_and_reprs():
     assert frozen.load_state_dict(state, strict=True).missing_keys == []
     assert set(frozen.state_dict()) == {"weight", "bias", "running_mean", "running_var"}
     assert repr(FrozenBatchNorm2d(4, eps=0.0)) == "FrozenBatchNorm2d(4, eps=0.0)"
-    assert get_norm("FrozenBN", 3, NormOptions(bn_eps=0.0)).eps == 0.0
+    assert get_norm("FrozenBN", 3, BNOptions(epsilon=0.0)).eps == 0.0
 
 
 def test_convert_frozen_batchnorm_copies_statistics_in_a_model_and_on_a_bare_bn():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gn_det.layers import (
-    NORM_REGISTRY, FrozenBatchNorm2d, NormOptions, SwitchNorm2d, convert_norm, describe_norms, get_norm, is_norm,
+    NORM_REGISTRY, FrozenBatchNorm2d, GNOptions, SNOptions, SwitchNorm2d, convert_norm, describe_norms, get_norm, is_norm,
 )
 
 
@@ -47,13 +47,13 @@ def test_user_registered_norm_is_usable_by_name_and_recognized():
 def test_convert_norm_replaces_bn_layers_by_fresh_norms_and_reports(caplog):
     model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.Sequential(FrozenBatchNorm2d(64)), nn.GroupNorm(32, 64))
     with caplog.at_level(logging.INFO, logger="gn_det.layers.convert"):
-        model, replaced = convert_norm(model, "SN", NormOptions(sn_use_bn=False))
+        model, replaced = convert_norm(model, "SN", SNOptions(use_bn=False))
     assert [tuple(r) for r in replaced] == [("1", "BatchNorm2d", "SwitchNorm2d", 64),
                                            ("2.0", "FrozenBatchNorm2d", "SwitchNorm2d", 64)]
     assert isinstance(model[1], SwitchNorm2d) and not model[1].use_bn
     assert isinstance(model[3], nn.GroupNorm)  # not BN-like: left alone
     assert "replaced 2 layer(s) by SN" in caplog.text and "1 BatchNorm2d(64) -> SwitchNorm2d" in caplog.text
-    bare, rows = convert_norm(nn.BatchNorm2d(8), "GN", NormOptions(gn_num_groups=4))
+    bare, rows = convert_norm(nn.BatchNorm2d(8), "GN", GNOptions(num_groups=4))
     assert isinstance(bare, nn.GroupNorm) and bare.num_groups == 4 and rows[0].name == ""
     assert [r.type for r in describe_norms(model)] == ["SwitchNorm2d", "SwitchNorm2d", "GroupNorm"]
 

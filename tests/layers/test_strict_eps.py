@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gn_det.layers import NORM_REGISTRY, NormOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, NormOptions, SNOptions, get_norm
 
 REFUSAL = "batch_norm eps must be positive, but got {}"
 
@@ -58,8 +58,8 @@ def test_the_strict_mode_refuses_what_torch_2_11_refuses(strict_eps):
 
 
 OPTIONS = {
-    "default eps": NormOptions(gn_num_groups=4),
-    "eps 0": NormOptions(gn_num_groups=4, bn_eps=0.0, sn_eps=0.0),
+    "default eps": NormOptions(GNOptions(num_groups=4)),
+    "eps 0": NormOptions(GNOptions(num_groups=4), BNOptions(epsilon=0.0), SNOptions(epsilon=0.0)),
 }
 
 
@@ -94,7 +94,7 @@ def test_sync_norm_functions_run_without_non_positive_eps(strict_eps):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         group = dist.group.WORLD
-        bn = get_norm("SyncBN", 3, NormOptions(bn_eps=0.0))
+        bn = get_norm("SyncBN", 3, NormOptions(BNOptions(epsilon=0.0)))
         x = (torch.randn(2, 3, 4, 4) * 2 + 1).requires_grad_()
         w, b = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
         y = _SyncBatchNormFunction.apply(x, w, b, torch.zeros(3), torch.ones(3), 0.0, 0.1, group, bn)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from gn_det.layers import NormOptions, SwitchNorm2d, get_norm
+from gn_det.layers import SNOptions, SwitchNorm2d, get_norm
 from gn_det.layers.switch_norm import _Mode, _SwitchNormFunction
 
 
@@ -124,7 +124,7 @@ def test_sn_works_with_one_image_and_with_an_empty_batch():
 
 
 def test_sn_options_state_dict_round_trip_and_zero_init():
-    opts = NormOptions(sn_use_bn=False, sn_momentum=0.3, sn_eps=1e-3, sn_freeze_stats=True)
+    opts = SNOptions(use_bn=False, momentum=0.3, epsilon=1e-3, freeze_stats=True)
     sn = get_norm("SN", 8, opts, zero_init=True)
     assert (sn.use_bn, sn.momentum, sn.eps, sn.freeze_stats) == (False, 0.3, 1e-3, True)
     assert sn.mean_weight.shape == (2,) and sn.running_mean is None

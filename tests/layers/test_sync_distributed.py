@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gn_det.layers import NormOptions, get_norm
+from gn_det.layers import BNOptions, NormOptions, SNOptions, get_norm
 
 CASES = {  # name: (norm, samples per rank, autocast dtype or None)
     "SyncBN-3+1": ("SyncBN", (3, 1), None),
@@ -38,7 +38,7 @@ SETUPS = {  # name: (backend, device of rank r)
 
 def _build(name, seed, dtype=torch.float64):
     torch.manual_seed(seed)
-    norm = get_norm(name, 5, NormOptions(bn_momentum=0.3, sn_momentum=0.3)).to(dtype).train()
+    norm = get_norm(name, 5, NormOptions(BNOptions(momentum=0.3), SNOptions(momentum=0.3))).to(dtype).train()
     with torch.no_grad():
         for p in norm.parameters():
             p.copy_(torch.randn(p.shape, dtype=torch.float64))

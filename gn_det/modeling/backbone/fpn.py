@@ -2,6 +2,8 @@
 
 Names follow detectron2: ``fpn_lateral{2..5}``, ``fpn_output{2..5}`` (each with ``.norm``), the ResNet
 as ``bottom_up``; P6 is a stride-2 subsampling of P5 (detectron2's LastLevelMaxPool, no parameters).
+The convs are of the MODEL.FPN.CONV class (plain or WS); no ReLU follows them, so a norm that includes
+its activation is built without it.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import Conv2d, NormFn, c2_xavier_fill, norm_fn
+from ..blocks import Conv2d, ConvFn, NormFn, c2_xavier_fill, conv_fn, norm_fn
 from ..registry import BACKBONE_REGISTRY
 from .resnet import build_resnet_backbone
 
@@ -25,7 +27,7 @@ class FPN(nn.Module):
     """
 
     def __init__(self, bottom_up: nn.Module, in_features: List[str], out_channels: int, norm: NormFn,
-                 fuse_type: str = "sum") -> None:
+                 fuse_type: str = "sum", conv: ConvFn = Conv2d) -> None:
         super().__init__()
         if fuse_type not in ("sum", "avg"):
             raise ValueError(f"MODEL.FPN.FUSE_TYPE must be 'sum' or 'avg', got {fuse_type!r}")
@@ -44,8 +46,8 @@ class FPN(nn.Module):
         self.stages = [int(math.log2(s)) for s in strides]
         for feature, stage in zip(in_features, self.stages):
             in_ch = bottom_up._out_feature_channels[feature]
-            lateral = Conv2d(in_ch, out_channels, 1, norm=norm(out_channels))
-            output = Conv2d(out_channels, out_channels, 3, padding=1, norm=norm(out_channels))
+            lateral = conv(in_ch, out_channels, 1, norm=norm(out_channels))
+            output = conv(out_channels, out_channels, 3, padding=1, norm=norm(out_channels))
             c2_xavier_fill(lateral)
             c2_xavier_fill(output)
             self.add_module(f"fpn_lateral{stage}", lateral)
@@ -75,4 +77,5 @@ def build_resnet_fpn_backbone(cfg) -> FPN:
     """ResNet (MODEL.RESNETS, FREEZE_AT) + FPN (MODEL.FPN): the backbone of every recipe in configs/."""
     bottom_up = build_resnet_backbone(cfg)
     return FPN(bottom_up, cfg.MODEL.FPN.IN_FEATURES, cfg.MODEL.FPN.OUT_CHANNELS,
-               norm_fn(cfg.MODEL.FPN.NORM, cfg, "MODEL.FPN.NORM"), cfg.MODEL.FPN.FUSE_TYPE)
+               norm_fn(cfg.MODEL.FPN.NORM, cfg, "MODEL.FPN.NORM"), cfg.MODEL.FPN.FUSE_TYPE,
+               conv_fn(cfg.MODEL.FPN.CONV, "MODEL.FPN.CONV"))

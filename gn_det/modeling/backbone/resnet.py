@@ -5,7 +5,10 @@ checkpoints map by name. ``MODEL.RESNETS.NORM_3X3`` puts a second norm (e.g. GN)
 3x3 conv and in the stem, the XBN block of Huang et al., CVPR 2022; MODEL.RESNETS.NORM stays elsewhere.
 For basic blocks (R-18/34), whose two convs are both 3x3, it goes to the first conv (``conv1``): the
 position inside the residual branch, as the bottleneck's 3x3, while the branch's last norm (the one
-ZERO_INIT_RESIDUAL zeroes) stays MODEL.RESNETS.NORM.
+ZERO_INIT_RESIDUAL zeroes) stays MODEL.RESNETS.NORM. Every conv is of the MODEL.RESNETS.CONV class
+(plain or WS). A norm that includes its activation (FRN+TLU, EvoNorm) replaces norm + ReLU where a ReLU
+follows it (stem, conv1/conv2 of a bottleneck, conv1 of a basic block); the convs before the residual
+add and the shortcuts have no ReLU, so their norms are built without it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..freeze import freeze_module
-from ..blocks import Conv2d, NormFn, c2_msra_fill, norm_fn
+from ..blocks import Conv2d, ConvFn, NormFn, c2_msra_fill, conv_fn, norm_fn
 
 # Blocks per stage res2..res5 (He et al. 2016, Table 1).
 BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
@@ -26,26 +29,27 @@ STAGE_NAMES = ["res2", "res3", "res4", "res5"]
 class BasicStem(nn.Module):
     """7x7/2 conv with norm and ReLU, then 3x3/2 max pool: stride 4."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: NormFn) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: NormFn, conv: ConvFn = Conv2d) -> None:
         super().__init__()
         self.out_channels = out_channels
         self.stride = 4
-        self.conv1 = Conv2d(in_channels, out_channels, 7, stride=2, padding=3, norm=norm(out_channels))
+        self.conv1 = conv(in_channels, out_channels, 7, stride=2, padding=3, norm=norm(out_channels, act=True),
+                          activation=F.relu_)
         c2_msra_fill(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, C, H/4, W/4)."""
-        x = F.relu_(self.conv1(x))
+        x = self.conv1(x)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFn) -> Optional[Conv2d]:
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm: NormFn, conv: ConvFn) -> Optional[Conv2d]:
     """1x1 projection with norm when the shape changes, else None (identity)."""
     if in_channels == out_channels and stride == 1:
         return None
-    conv = Conv2d(in_channels, out_channels, 1, stride=stride, norm=norm(out_channels))
-    c2_msra_fill(conv)
-    return conv
+    shortcut = conv(in_channels, out_channels, 1, stride=stride, norm=norm(out_channels))
+    c2_msra_fill(shortcut)
+    return shortcut
 
 
 class BasicBlock(nn.Module):
@@ -53,18 +57,19 @@ class BasicBlock(nn.Module):
 
     def __init__(
         self, in_channels: int, out_channels: int, *, stride: int, norm: NormFn, norm_first: NormFn,
-        zero_init_residual: bool = False,
+        zero_init_residual: bool = False, conv: ConvFn = Conv2d,
     ) -> None:
         super().__init__()
-        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, norm=norm_first(out_channels))
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1, norm=norm(out_channels, zero_init=zero_init_residual))
-        for conv in (self.conv1, self.conv2):
-            c2_msra_fill(conv)
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm, conv)
+        self.conv1 = conv(in_channels, out_channels, 3, stride=stride, padding=1,
+                          norm=norm_first(out_channels, act=True), activation=F.relu_)
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1, norm=norm(out_channels, zero_init=zero_init_residual))
+        for layer in (self.conv1, self.conv2):
+            c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """relu(conv2(relu(conv1(x))) + shortcut(x))."""
-        out = self.conv2(F.relu_(self.conv1(x)))
+        out = self.conv2(self.conv1(x))
         out = out + (x if self.shortcut is None else self.shortcut(x))
         return F.relu_(out)
 
@@ -79,25 +84,24 @@ class BottleneckBlock(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, *, bottleneck_channels: int, stride: int, norm: NormFn,
         norm_3x3: NormFn, num_groups: int = 1, stride_in_1x1: bool = False, dilation: int = 1,
-        zero_init_residual: bool = False,
+        zero_init_residual: bool = False, conv: ConvFn = Conv2d,
     ) -> None:
         super().__init__()
-        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm, conv)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, stride=stride_1x1, norm=norm(bottleneck_channels))
-        self.conv2 = Conv2d(
+        self.conv1 = conv(in_channels, bottleneck_channels, 1, stride=stride_1x1,
+                          norm=norm(bottleneck_channels, act=True), activation=F.relu_)
+        self.conv2 = conv(
             bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, padding=dilation, dilation=dilation,
-            groups=num_groups, norm=norm_3x3(bottleneck_channels),
+            groups=num_groups, norm=norm_3x3(bottleneck_channels, act=True), activation=F.relu_,
         )
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, 1, norm=norm(out_channels, zero_init=zero_init_residual))
-        for conv in (self.conv1, self.conv2, self.conv3):
-            c2_msra_fill(conv)
+        self.conv3 = conv(bottleneck_channels, out_channels, 1, norm=norm(out_channels, zero_init=zero_init_residual))
+        for layer in (self.conv1, self.conv2, self.conv3):
+            c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """relu(conv3(relu(conv2(relu(conv1(x))))) + shortcut(x))."""
-        out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
-        out = self.conv3(out)
+        out = self.conv3(self.conv2(self.conv1(x)))
         out = out + (x if self.shortcut is None else self.shortcut(x))
         return F.relu_(out)
 
@@ -154,7 +158,7 @@ class ResNet(nn.Module):
 def make_stages(
     depth: int, *, stem_channels: int, res2_channels: int, norm: NormFn, norm_3x3: NormFn, num_groups: int = 1,
     width_per_group: int = 64, stride_in_1x1: bool = True, res5_dilation: int = 1, zero_init_residual: bool = False,
-    num_stages: int = 4,
+    num_stages: int = 4, conv: ConvFn = Conv2d,
 ) -> tuple:
     """Blocks of res2..res<1+num_stages> plus their output channels and strides."""
     bottleneck = depth >= 50
@@ -171,11 +175,11 @@ def make_stages(
                 block = BottleneckBlock(
                     in_channels, out_channels, bottleneck_channels=num_groups * width_per_group * 2**i, stride=stride,
                     norm=norm, norm_3x3=norm_3x3, num_groups=num_groups, stride_in_1x1=stride_in_1x1,
-                    dilation=dilation, zero_init_residual=zero_init_residual,
+                    dilation=dilation, zero_init_residual=zero_init_residual, conv=conv,
                 )
             else:
                 block = BasicBlock(in_channels, out_channels, stride=stride, norm=norm, norm_first=norm_3x3,
-                                   zero_init_residual=zero_init_residual)
+                                   zero_init_residual=zero_init_residual, conv=conv)
             blocks.append(block)
             in_channels = out_channels
         stride_so_far *= first_stride
@@ -207,11 +211,12 @@ def build_resnet_backbone(cfg) -> ResNet:
     r = cfg.MODEL.RESNETS
     norm = norm_fn(r.NORM, cfg, "MODEL.RESNETS.NORM")
     norm_3x3 = norm_fn(r.NORM_3X3, cfg, "MODEL.RESNETS.NORM_3X3") if r.NORM_3X3 else norm
-    stem = BasicStem(3, r.STEM_OUT_CHANNELS, norm_3x3)
+    conv = conv_fn(r.CONV, "MODEL.RESNETS.CONV")
+    stem = BasicStem(3, r.STEM_OUT_CHANNELS, norm_3x3, conv)
     num_stages = max(STAGE_NAMES.index(f) + 1 if f in STAGE_NAMES else 0 for f in r.OUT_FEATURES) or 1
     stages, channels, strides = make_stages(
         r.DEPTH, stem_channels=r.STEM_OUT_CHANNELS, res2_channels=r.RES2_OUT_CHANNELS, norm=norm, norm_3x3=norm_3x3,
         num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP, stride_in_1x1=r.STRIDE_IN_1X1,
-        res5_dilation=r.RES5_DILATION, zero_init_residual=r.ZERO_INIT_RESIDUAL, num_stages=num_stages,
+        res5_dilation=r.RES5_DILATION, zero_init_residual=r.ZERO_INIT_RESIDUAL, num_stages=num_stages, conv=conv,
     )
     return ResNet(stem, stages, r.OUT_FEATURES, channels, strides).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
