@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gn_det.benchmark.sn_importance import sn_shares, shares_table
-from gn_det.layers import GNOptions, NORM_REGISTRY, NormOptions, SNOptions, get_norm
+from gn_det.layers import GNOptions, NormOptions, SNOptions, get_norm
 
 
 def softmax64(values):

@@ -1,5 +1,4 @@
 """The norm sweep's planning: the grid, skip/resume/evaluate decisions, the commands and the table."""
-import json
 import os
 import sys
 

@@ -20,7 +20,7 @@ import copy
 import pytest
 import torch
 
-from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, NormOptions, SNOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, GNOptions, NormOptions, get_norm
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
 STATS_TOL = 1e-4
