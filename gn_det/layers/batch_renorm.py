@@ -18,13 +18,18 @@ where the paper averages sigma itself; they stay float32 (see gn_det.layers.prec
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .batch_norm import BN_TRAITS, freeze_batch_norm
 from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
 from .fused import channel_affine, channel_moments, channel_sums
+from .norm import register_norm
+from .options import FamilyOptions
 from .precision import float32_forward
 from .shapes import check_batch_statistics, check_input_4d
 
@@ -228,5 +233,38 @@ class SyncBatchRenorm2d(BatchRenorm2d):
         return sync_group(self.process_group)
 
 
-__all__ = ["BatchRenorm2d", "SyncBatchRenorm2d", "BRN_EPS", "BRN_MOMENTUM", "BRN_FINAL_RMAX", "BRN_FINAL_DMAX",
+@dataclass(frozen=True)
+class BRNOptions(FamilyOptions):
+    """Options of BRN and SyncBRN: config node MODEL.BRN (the paper's values, Sec. 4, as defaults)."""
+
+    config_node = "MODEL.BRN"
+    momentum: float = BRN_MOMENTUM  # running statistics, PyTorch convention (paper: alpha = 0.01)
+    epsilon: float = BRN_EPS
+    rmax: float = BRN_FINAL_RMAX  # r's clip after the warm-up schedule (paper: 3)
+    dmax: float = BRN_FINAL_DMAX  # d's clip after the warm-up schedule (paper: 5)
+    warmup_iters: int = BRN_WARMUP_STEPS  # training steps with rmax = 1, dmax = 0 (plain BN; paper: 5000)
+    rmax_iters: int = BRN_RMAX_STEPS  # step at which rmax reaches RMAX, linearly from WARMUP_ITERS (paper: 40k)
+    dmax_iters: int = BRN_DMAX_STEPS  # step at which dmax reaches DMAX, linearly from WARMUP_ITERS (paper: 25k)
+
+
+def _brn_kwargs(options: BRNOptions) -> dict:
+    return dict(eps=options.epsilon, momentum=options.momentum, final_rmax=options.rmax, final_dmax=options.dmax,
+                warmup_steps=options.warmup_iters, rmax_steps=options.rmax_iters, dmax_steps=options.dmax_iters)
+
+
+# BN's state and checkpoint kind (BN checkpoints load into it; frozen it becomes FrozenBN).
+@register_norm("BRN", options=BRNOptions, traits=BN_TRAITS, freeze=freeze_batch_norm, module_types=(BatchRenorm2d,))
+def build_batch_renorm(channels: int, options: BRNOptions) -> BatchRenorm2d:
+    """Batch Renormalization over this process's batch, with MODEL.BRN's clips and warm-up schedule."""
+    return BatchRenorm2d(channels, **_brn_kwargs(options))
+
+
+@register_norm("SyncBRN", options=BRNOptions, traits=dataclasses.replace(BN_TRAITS, synced=True),
+               freeze=freeze_batch_norm, module_types=(SyncBatchRenorm2d,))
+def build_sync_batch_renorm(channels: int, options: BRNOptions) -> SyncBatchRenorm2d:
+    """Batch Renormalization with statistics pooled over every process's batch (as SyncBN)."""
+    return SyncBatchRenorm2d(channels, **_brn_kwargs(options))
+
+
+__all__ = ["BatchRenorm2d", "SyncBatchRenorm2d", "BRNOptions", "BRN_EPS", "BRN_MOMENTUM", "BRN_FINAL_RMAX", "BRN_FINAL_DMAX",
            "BRN_WARMUP_STEPS", "BRN_RMAX_STEPS", "BRN_DMAX_STEPS"]

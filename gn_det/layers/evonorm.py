@@ -14,15 +14,18 @@ gn_det keeps it rather than invent a normalization-only variant.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .fused import channel_moments, channel_sums
-from .norm import NormChannelsError
+from .norm import NormChannelsError, register_norm
+from .options import FamilyOptions
 from .precision import float32_forward
 from .shapes import check_batch_statistics, check_input_4d, empty_output, values_per_channel
+from .traits import NormTraits, declare_kind
 
 # Defaults of the authors' code (tensorflow/tpu resnet_model.py): EPSILON = 1e-5,
 # MOVING_AVERAGE_DECAY = 0.9 (= PyTorch momentum 0.1), num_groups=32 (the paper's S0 group count).
@@ -238,4 +241,40 @@ class EvoNorm2dB0(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, apply_act={self.apply_act}"
 
 
-__all__ = ["EvoNorm2dS0", "EvoNorm2dB0", "EVONORM_EPS", "EVONORM_MOMENTUM", "EVONORM_GROUPS"]
+@dataclass(frozen=True)
+class EvoNormOptions(FamilyOptions):
+    """Options of EvoNorm-S0 and -B0: config node MODEL.EVONORM (NUM_GROUPS, EPSILON, MOMENTUM)."""
+
+    config_node = "MODEL.EVONORM"
+    num_groups: int = EVONORM_GROUPS  # S0's channel groups (the paper's 32); the layer's ``groups``
+    epsilon: float = EVONORM_EPS  # the authors' code: 1e-5
+    momentum: float = EVONORM_MOMENTUM  # B0's running variance, PyTorch convention (authors' decay 0.9)
+
+
+# Kinds: the affine alone (apply_act=False, no ReLU at that position) holds weight and bias only.
+EVONORM_S0_KIND, EVONORM_B0_KIND, EVONORM_AFFINE_KIND = "EvoNorm-S0", "EvoNorm-B0", "EvoNorm affine"
+declare_kind(EVONORM_AFFINE_KIND, {"weight", "bias"})
+S0_TRAITS = NormTraits(kind=EVONORM_S0_KIND, includes_activation=True)
+B0_TRAITS = NormTraits(kind=EVONORM_B0_KIND, running_stats=True, batch_dependent=True, includes_activation=True)
+AFFINE_TRAITS = NormTraits(kind=EVONORM_AFFINE_KIND, includes_activation=True)
+
+
+@register_norm("EvoNormS0", options=EvoNormOptions, traits=S0_TRAITS, state_keys=("weight", "bias", "v"),
+               module_traits=lambda m: S0_TRAITS if m.apply_act else AFFINE_TRAITS, module_types=(EvoNorm2dS0,))
+def build_evonorm_s0(channels: int, options: EvoNormOptions, *, apply_act: bool) -> EvoNorm2dS0:
+    """EvoNorm-S0 (MODEL.EVONORM.NUM_GROUPS groups) where a ReLU would follow, the affine alone elsewhere."""
+    key = EvoNormOptions.key("num_groups")
+    if apply_act and (options.num_groups <= 0 or channels % options.num_groups):
+        raise NormChannelsError(f"channels divisible by {key}={options.num_groups}, got {channels}",
+                                f"set {key} to a divisor of {channels}")
+    return EvoNorm2dS0(channels, groups=options.num_groups, eps=options.epsilon, apply_act=apply_act)
+
+
+@register_norm("EvoNormB0", options=EvoNormOptions, traits=B0_TRAITS, state_keys=("weight", "bias", "v", "running_var"),
+               module_traits=lambda m: B0_TRAITS if m.apply_act else AFFINE_TRAITS, module_types=(EvoNorm2dB0,))
+def build_evonorm_b0(channels: int, options: EvoNormOptions, *, apply_act: bool) -> EvoNorm2dB0:
+    """EvoNorm-B0 (running variance momentum from MODEL.EVONORM) where a ReLU would follow, the affine alone elsewhere."""
+    return EvoNorm2dB0(channels, eps=options.epsilon, momentum=options.momentum, apply_act=apply_act)
+
+
+__all__ = ["EvoNorm2dS0", "EvoNorm2dB0", "EvoNormOptions", "EVONORM_EPS", "EVONORM_MOMENTUM", "EVONORM_GROUPS"]

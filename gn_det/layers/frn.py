@@ -8,14 +8,18 @@ baseline of FRN. Training and eval compute the same thing.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .fused import channel_sums
+from .norm import register_norm
+from .options import FamilyOptions
 from .precision import float32_forward
 from .shapes import check_input_4d, empty_output
+from .traits import NormTraits, declare_kind
 
 FRN_EPS = 1e-6  # the paper's reference code: FRNLayer(x, tau, beta, gamma, eps=1e-6)
 # Start of the learned part of eps. The paper lower-bounds a learned eps by a fixed one
@@ -100,4 +104,35 @@ class FilterResponseNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}, learn_eps={self.learn_eps}, apply_act={self.apply_act}"
 
 
-__all__ = ["FilterResponseNorm2d", "FRN_EPS"]
+@dataclass(frozen=True)
+class FRNOptions(FamilyOptions):
+    """Options of FRN: config node MODEL.FRN (EPSILON, LEARNED_EPS)."""
+
+    config_node = "MODEL.FRN"
+    epsilon: float = FRN_EPS  # fixed eps (the paper's code: 1e-6); the learned part is added to it
+    learned_eps: bool = False  # the paper's learned-eps option: eps = EPSILON + |eps_learned|
+
+
+def frn_kind(tlu: bool, learned_eps: bool) -> str:
+    """Checkpoint kind of an FRN layer: with or without TLU (``tau``), with or without ``eps_learned``."""
+    return ("FRN+TLU" if tlu else "FRN") + (" (learned eps)" if learned_eps else "")
+
+
+for _tlu in (True, False):  # each variant holds its own state keys, so a mismatch is reported, never half-loaded
+    for _learned in (True, False):
+        declare_kind(frn_kind(_tlu, _learned),
+                     {"weight", "bias"} | ({"tau"} if _tlu else set()) | ({"eps_learned"} if _learned else set()))
+
+
+def _frn_traits(tlu: bool, learned_eps: bool) -> NormTraits:
+    return NormTraits(kind=frn_kind(tlu, learned_eps), includes_activation=True)
+
+
+@register_norm("FRN", options=FRNOptions, traits=lambda o: _frn_traits(True, o.learned_eps),
+               module_traits=lambda m: _frn_traits(m.apply_act, m.learn_eps), module_types=(FilterResponseNorm2d,))
+def build_frn(channels: int, options: FRNOptions, *, apply_act: bool) -> FilterResponseNorm2d:
+    """FRN + TLU where a ReLU would follow (``apply_act``), FRN alone elsewhere; eps from MODEL.FRN."""
+    return FilterResponseNorm2d(channels, eps=options.epsilon, learn_eps=options.learned_eps, apply_act=apply_act)
+
+
+__all__ = ["FilterResponseNorm2d", "FRNOptions", "FRN_EPS", "frn_kind"]

@@ -52,14 +52,18 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}"
 
 
-def frozen_from_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> FrozenBatchNorm2d:
-    """A FrozenBatchNorm2d carrying ``bn``'s eps, affine (ones/zeros if none) and running statistics."""
-    ref = bn.weight if bn.affine else bn.running_mean
+def frozen_from_batchnorm(bn: nn.Module) -> FrozenBatchNorm2d:
+    """A FrozenBatchNorm2d carrying ``bn``'s eps, affine (ones/zeros if none) and running statistics.
+
+    ``bn`` is a BN-kind norm: torch's _BatchNorm, or one holding BN's state (BRN).
+    """
+    affine = getattr(bn, "affine", getattr(bn, "weight", None) is not None)
+    ref = bn.weight if affine else bn.running_mean
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
     if ref is not None:
         frozen = frozen.to(device=ref.device, dtype=ref.dtype)
     with torch.no_grad():
-        if bn.affine:
+        if affine:
             frozen.weight.copy_(bn.weight)
             frozen.bias.copy_(bn.bias)
         if bn.running_mean is not None:

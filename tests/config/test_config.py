@@ -181,8 +181,8 @@ def test_batch_dependent_norms_at_1_image_per_process(overrides, images, process
     with pytest.raises(ValueError) as info:
         check_batch_dependent_norms(cfg, images, processes)
     assert str(info.value) == (
-        f"{refused} would compute batch statistics from 1 image per process in training; use FrozenBN, GN, LN, IN "
-        "or SN/SyncSN with MODEL.SN.USE_BN=False instead, SyncBN/SyncSN over more than one process, more images "
+        f"{refused} would compute batch statistics from 1 image per process in training; use FrozenBN, GN, LN, IN, "
+        "FRN, EvoNormS0 or SN/SyncSN with MODEL.SN.USE_BN=False instead, SyncBN/SyncSN/SyncBRN over more than one process, more images "
         "per process (SOLVER.IMS_PER_BATCH), or set MODEL.ALLOW_BATCH_STATS_AT_1_IMAGE True to train it anyway"
     )
 

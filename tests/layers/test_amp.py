@@ -20,11 +20,11 @@ import copy
 import pytest
 import torch
 
-from gn_det.layers import NORM_REGISTRY, GNOptions, NormOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, EvoNormOptions, GNOptions, NormOptions, get_norm
 
 TOL = {torch.bfloat16: 2e-2, torch.float16: 1e-2}
 STATS_TOL = 1e-4
-OPTIONS = NormOptions(GNOptions(num_groups=4))
+OPTIONS = NormOptions(GNOptions(num_groups=4), EvoNormOptions(num_groups=4))
 CHANNELS = 16
 
 CASES = [  # (device, dtype, autocast): CPU autocast is bfloat16; a float16 input on CPU comes without it
@@ -33,11 +33,15 @@ CASES = [  # (device, dtype, autocast): CPU autocast is bfloat16; a float16 inpu
     pytest.param("cuda", torch.float16, True, marks=pytest.mark.cuda),
     pytest.param("cuda", torch.bfloat16, True, marks=pytest.mark.cuda),
 ]
+# Every registered norm; those that include the activation also as norm + activation ("<name>:act", built
+# with act=True as where a ReLU follows: FRN+TLU, EvoNorm); without it they are FRN alone / EvoNorm's affine.
+NAMES = NORM_REGISTRY.names() + [f"{e.name}:act" for e in NORM_REGISTRY.entries()
+                                 if e.traits_for(e.default_options()).includes_activation]
 
 
 def _randomized(name, seed):
     g = torch.Generator().manual_seed(seed)
-    norm = get_norm(name, CHANNELS, OPTIONS).train()
+    norm = get_norm(name.split(":")[0], CHANNELS, OPTIONS, act=name.endswith(":act")).train()
     with torch.no_grad():
         for pname, p in norm.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if pname == "weight" else 0.0))
@@ -72,7 +76,7 @@ def _run(name, device, dtype, autocast, size=9, scale=3.0, shift=1.0, seed=0):
 
 
 @pytest.mark.parametrize("device, dtype, autocast", CASES)
-@pytest.mark.parametrize("name", NORM_REGISTRY.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_norm_under_mixed_precision_matches_float64(name, device, dtype, autocast):
     norm, ref, y, xl, yr, xr = _run(name, device, dtype, autocast)
     tol = TOL[dtype]
@@ -89,7 +93,7 @@ def test_norm_under_mixed_precision_matches_float64(name, device, dtype, autocas
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("name", NORM_REGISTRY.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_float16_statistics_do_not_overflow_on_large_activations(name, device):
     """Mean 100, std 10 over 64x64: a float16 sum of squares (4e7) would overflow (max 65504); float32 does not."""
     norm, ref, y, xl, yr, xr = _run(name, device, torch.float16, False, size=64, scale=10.0, shift=100.0)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from gn_det.layers import GNOptions, NormOptions, SNOptions, get_norm
+from gn_det.layers import EvoNormOptions, GNOptions, NormOptions, SNOptions, get_norm
 
-REGISTERED = "BN, FrozenBN, GN, IN, LN, SN, SyncBN, SyncSN"
+REGISTERED = "BN, BRN, EvoNormB0, EvoNormS0, FRN, FrozenBN, GN, IN, LN, SN, SyncBN, SyncBRN, SyncSN"
 # Generated from the registered norms' traits (SyncSN joined SN when the list stopped being hand-written).
-BATCH_1 = "at batch size 1 use FrozenBN, GN, LN, IN or SN/SyncSN with MODEL.SN.USE_BN=False"
+BATCH_1 = "at batch size 1 use FrozenBN, GN, LN, IN, FRN, EvoNormS0 or SN/SyncSN with MODEL.SN.USE_BN=False"
 
 BAD_NAMES = [  # (call, exception, message, why)
     (lambda: get_norm("GroupNorm", 64, key="MODEL.FPN.NORM"), KeyError,
@@ -68,9 +68,10 @@ def test_bn_in_training_on_a_single_value_per_channel_names_the_batch_free_norms
     norm.eval()(torch.randn(1, 8, 1, 1))  # eval uses running statistics: fine
 
 
-@pytest.mark.parametrize("name,hw", [("FrozenBN", 1), ("GN", 1), ("LN", 1), ("SN", 1), ("IN", 2)])
+@pytest.mark.parametrize("name,hw", [("FrozenBN", 1), ("GN", 1), ("LN", 1), ("SN", 1), ("IN", 2), ("FRN", 1),
+                                     ("EvoNormS0", 1)])
 def test_the_norms_the_message_recommends_do_work_at_batch_size_1(name, hw):
     """IN needs 2 values per (sample, channel), so it gets a 2x2 map; the others work even at 1x1."""
-    opts = NormOptions(SNOptions(use_bn=False), GNOptions(num_groups=4))
+    opts = NormOptions(SNOptions(use_bn=False), GNOptions(num_groups=4), EvoNormOptions(num_groups=4))
     out = get_norm(name, 8, opts).train()(torch.randn(1, 8, hw, hw))
     assert out.shape == (1, 8, hw, hw) and torch.isfinite(out).all()

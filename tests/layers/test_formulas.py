@@ -57,17 +57,19 @@ def test_bn_matches_formula_and_updates_running_stats_with_unbiased_variance(nam
 
 
 # Norms computing statistics from the data (FrozenBN is a fixed affine, so it is not scale-invariant).
-STAT_NORMS = ["BN", "SyncBN", "GN", "LN", "IN", "SN", "SyncSN"]
+STAT_NORMS = ["BN", "SyncBN", "GN", "LN", "IN", "SN", "SyncSN", "FRN", "EvoNormB0", "BRN", "SyncBRN"]
 
 
 def _conv_then_norm(name, conv_weight, x):
     torch.manual_seed(0)
-    norm = get_norm(name, conv_weight.shape[0], NormOptions(GNOptions(num_groups=2))).double().train()
+    # act=True: FRN and EvoNorm as norm + activation (without it EvoNorm is its affine alone, not a norm)
+    norm = get_norm(name, conv_weight.shape[0], NormOptions(GNOptions(num_groups=2)), act=True).double().train()
     return norm(nn.functional.conv2d(x, conv_weight))
 
 
 def test_every_registered_name_is_covered_here():
-    assert set(STAT_NORMS) | {"FrozenBN"} == set(NORM_REGISTRY.names())
+    # FrozenBN is a fixed affine; EvoNorm-S0's x * sigmoid(v * x) is not invariant to the scale of x.
+    assert set(STAT_NORMS) | {"FrozenBN", "EvoNormS0"} == set(NORM_REGISTRY.names())
 
 
 @pytest.mark.parametrize("name", STAT_NORMS)

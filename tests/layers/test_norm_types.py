@@ -173,7 +173,7 @@ def test_batch_free_message_follows_the_registry(registered):
         return nn.Identity()
 
     registered.append("TestToyFree")
-    assert batch_free_norms() == ("FrozenBN, GN, LN, IN, SN/SyncSN with MODEL.SN.USE_BN=False or "
+    assert batch_free_norms() == ("FrozenBN, GN, LN, IN, FRN, EvoNormS0, SN/SyncSN with MODEL.SN.USE_BN=False or "
                                   "TestToyFree with MODEL.TESTTOY.BATCHED=False")
 
 

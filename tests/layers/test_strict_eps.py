@@ -9,9 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gn_det.layers import NORM_REGISTRY, BNOptions, GNOptions, NormOptions, SNOptions, get_norm
+from gn_det.layers import NORM_REGISTRY, BNOptions, EvoNormOptions, GNOptions, NormOptions, SNOptions, get_norm
 
 REFUSAL = "batch_norm eps must be positive, but got {}"
+# Every registered norm; those that include the activation also as norm + activation ("<name>:act", built
+# with act=True as where a ReLU follows: FRN+TLU, EvoNorm); without it they are FRN alone / EvoNorm's affine.
+NAMES = NORM_REGISTRY.names() + [f"{e.name}:act" for e in NORM_REGISTRY.entries()
+                                 if e.traits_for(e.default_options()).includes_activation]
 
 
 def _eps_of(func, args, kwargs):
@@ -58,16 +62,17 @@ def test_the_strict_mode_refuses_what_torch_2_11_refuses(strict_eps):
 
 
 OPTIONS = {
-    "default eps": NormOptions(GNOptions(num_groups=4)),
-    "eps 0": NormOptions(GNOptions(num_groups=4), BNOptions(epsilon=0.0), SNOptions(epsilon=0.0)),
+    "default eps": NormOptions(GNOptions(num_groups=4), EvoNormOptions(num_groups=4)),
+    "eps 0": NormOptions(GNOptions(num_groups=4), BNOptions(epsilon=0.0), SNOptions(epsilon=0.0),
+                         EvoNormOptions(num_groups=4)),
 }
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bfloat16-autocast"])
 @pytest.mark.parametrize("options", list(OPTIONS), ids=list(OPTIONS))
-@pytest.mark.parametrize("name", NORM_REGISTRY.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_every_norm_runs_without_non_positive_eps(name, options, autocast, strict_eps):
-    norm = get_norm(name, 8, OPTIONS[options])
+    norm = get_norm(name.split(":")[0], 8, OPTIONS[options], act=name.endswith(":act"))
     for training in (True, False):
         norm.train(training)
         x = (torch.randn(2, 8, 5, 5) * 2 + 1).requires_grad_()
