@@ -4,6 +4,7 @@ import glob
 import os
 
 import pytest
+import yaml
 
 from gn_det.config import CONFIGS_DIR, get_cfg
 
@@ -71,7 +72,48 @@ SN_AUTHORS_2X = {
     "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],  # PIXEL_VARS [0.229, 0.224, 0.225] x 255
 }
 
+# mmdetection configs/gn+ws/*_gn_ws-all_*.py: conv_cfg ConvWS and norm_cfg GN(32) in backbone, neck,
+# Shared4Conv1FCBBoxHead and mask head (the RPN head keeps plain convs); style 'pytorch' backbone (stride in
+# the 3x3) with configs/_base_/datasets/coco_*.py's img_norm_cfg (RGB, ImageNet mean/std x 255).
+MMDET_GNWS = {
+    "MODEL.RESNETS.NORM": "GN", "MODEL.RESNETS.CONV": "WS", "MODEL.FPN.NORM": "GN", "MODEL.FPN.CONV": "WS",
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": 4, "MODEL.ROI_BOX_HEAD.NUM_FC": 1, "MODEL.ROI_BOX_HEAD.NORM": "GN",
+    "MODEL.ROI_BOX_HEAD.CONV": "WS", "MODEL.ROI_MASK_HEAD.NORM": "GN", "MODEL.ROI_MASK_HEAD.CONV": "WS",
+    "MODEL.RPN.HEAD_CONV": "", "MODEL.RPN.HEAD_NORM": "", "MODEL.GN.NUM_GROUPS": 32,
+    "MODEL.RESNETS.STRIDE_IN_1X1": False, "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53], "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],
+}
+# megvii-model/MABN det/configs/e2e_mask_rcnn_R_50_FPN_{mabn,syncbn}_2x_from_scratch.yaml: no weights,
+# FREEZE_CONV_BODY_AT -1, FPNXconv1fc box head (4 convs + 1 fc), BASE_LR 0.02, STEPS (120000, 160000),
+# MAX_ITER 180000 (16 images: 8 GPUs x 2).
+MABN_SCRATCH_2X = {
+    "MODEL.WEIGHTS": "", "MODEL.BACKBONE.FREEZE_AT": 0, "MODEL.MASK_ON": True, "MODEL.ROI_BOX_HEAD.NUM_CONV": 4,
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 1, "SOLVER.BASE_LR": 0.02, "SOLVER.STEPS": (120000, 160000),
+    "SOLVER.MAX_ITER": 180000, "SOLVER.IMS_PER_BATCH": 16,
+}
+
+
+def _norm_everywhere(norm):
+    return {f"MODEL.{part}.NORM": norm for part in ("RESNETS", "FPN", "ROI_BOX_HEAD", "ROI_MASK_HEAD")}
+
+
 CASES = [
+    ("faster_rcnn_R_50_FPN_1x_gnws.yaml", {**MMDET_GNWS, "MODEL.MASK_ON": False, "SOLVER.MAX_ITER": 90000}),
+    ("mask_rcnn_R_50_FPN_2x_gnws.yaml", {**MMDET_GNWS, "MODEL.MASK_ON": True, "MODEL.RESNETS.DEPTH": 50}),
+    ("mask_rcnn_R_101_FPN_2x_gnws.yaml", {**MMDET_GNWS, "MODEL.MASK_ON": True, "MODEL.RESNETS.DEPTH": 101}),
+    # 24 epochs at 16 images = 180k iterations; LR x0.1 after epochs 20 and 23 (the WS paper's schedule)
+    ("mask_rcnn_R_50_FPN_20-23-24e_gnws.yaml", {**MMDET_GNWS, "SOLVER.MAX_ITER": 180000,
+                                                "SOLVER.STEPS": (150000, 172500)}),
+    ("scratch_mask_rcnn_R_50_FPN_2x_bn.yaml", {**MABN_SCRATCH_2X, **_norm_everywhere("BN")}),
+    ("scratch_mask_rcnn_R_50_FPN_2x_brn.yaml", {**MABN_SCRATCH_2X, **_norm_everywhere("BRN"),
+                                                # Ioffe 2017, Sec. 4: rmax 3, dmax 5; 5k warm-up, 40k / 25k ramps
+                                                "MODEL.BRN.RMAX": 3.0, "MODEL.BRN.DMAX": 5.0,
+                                                "MODEL.BRN.WARMUP_ITERS": 5000, "MODEL.BRN.RMAX_ITERS": 40000,
+                                                "MODEL.BRN.DMAX_ITERS": 25000}),
+    ("scratch_mask_rcnn_R_50_FPN_2x_syncbn.yaml", {**MABN_SCRATCH_2X, **_norm_everywhere("SyncBN")}),
+    # the scratch GN cell (detectron2 Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml) with the norm swapped
+    *[(f"scratch_mask_rcnn_R_50_FPN_3x_{stem}.yaml", {**D2_BASE, **D2_3X, **D2_SCRATCH_GN, **_norm_everywhere(norm)})
+      for stem, norm in (("frn", "FRN"), ("evonorm_s0", "EvoNormS0"), ("evonorm_b0", "EvoNormB0"))],
     ("mask_rcnn_R_50_FPN_3x_gn.yaml", {**D2_BASE, **D2_3X, **D2_GN}),
     ("gn_mask_rcnn.yaml", {**D2_BASE, **D2_3X, **D2_GN}),
     ("mask_rcnn_R_50_FPN_3x_syncbn.yaml", {**D2_BASE, **D2_3X, **D2_SYNCBN}),
@@ -149,12 +191,23 @@ def test_every_yaml_loads(path):
     cfg.freeze()
 
 
+def _full_cell(tiny_path):
+    """The full-size cell a tiny cell shrinks: the first file of its _BASE_."""
+    with open(tiny_path) as f:
+        base = yaml.safe_load(f)["_BASE_"]
+    return os.path.normpath(os.path.join(os.path.dirname(tiny_path), base[0] if isinstance(base, list) else base))
+
+
 def test_tiny_cells_follow_their_full_size_cell():
-    """A tiny cell differs from its full cell only in sizes/solver/data, never in norms or head shape."""
-    for tiny in glob.glob(str(CONFIGS_DIR / "tiny" / "*_R_18_FPN_*.yaml")):
-        base = os.path.basename(tiny).replace("R_18_FPN", "R_50_FPN_3x" if "scratch" in tiny else "R_50_FPN_1x")
-        small, full = _load(tiny), _load(base)
-        for key in ("RESNETS.NORM", "FPN.NORM", "ROI_BOX_HEAD.NORM", "ROI_MASK_HEAD.NORM", "ROI_BOX_HEAD.NUM_CONV",
+    """A tiny cell differs from its full cell only in sizes/solver/data, never in norms, convs or head shape."""
+    tinies = glob.glob(str(CONFIGS_DIR / "tiny" / "*_R_18_FPN_*.yaml"))
+    assert {"faster_rcnn_R_18_FPN_gnws.yaml", "scratch_mask_rcnn_R_18_FPN_brn.yaml"} <= set(map(os.path.basename, tinies))
+    for tiny in tinies:
+        full_path = _full_cell(tiny)
+        assert os.path.basename(full_path).replace("_R_50_FPN_", "") != os.path.basename(full_path), tiny
+        small, full = _load(tiny), _load(full_path)
+        for key in ("RESNETS.NORM", "FPN.NORM", "ROI_BOX_HEAD.NORM", "ROI_MASK_HEAD.NORM", "RESNETS.CONV", "FPN.CONV",
+                    "ROI_BOX_HEAD.CONV", "ROI_MASK_HEAD.CONV", "ROI_BOX_HEAD.NUM_CONV",
                     "ROI_BOX_HEAD.NUM_FC", "BACKBONE.FREEZE_AT", "MASK_ON", "PIXEL_STD"):
             assert _get(small.MODEL, key) == _get(full.MODEL, key), (tiny, key)
         assert small.MODEL.RESNETS.DEPTH == 18 and small.MODEL.FPN.OUT_CHANNELS == 64
