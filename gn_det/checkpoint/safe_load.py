@@ -226,7 +226,7 @@ def read_weights_file(path: str) -> Any:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise WeightsFileError(f"{path}: no such weights file (check MODEL.WEIGHTS)")
+        raise WeightsFileError(f"{path}: no such weights file")
     if os.path.getsize(path) == 0:
         raise WeightsFileError(f"{path}: the weights file is empty")
     is_zip = zipfile.is_zipfile(path)

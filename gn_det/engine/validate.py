@@ -84,9 +84,12 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
     prepared.warnings.extend(check_datasets(cfg, eval_only=eval_only))
     weights = None
     if cfg.MODEL.WEIGHTS and not resuming:
-        from gn_det.checkpoint import read_converted
+        from gn_det.checkpoint import WeightsFileError, read_converted
 
-        weights = read_converted(cfg.MODEL.WEIGHTS)
+        try:
+            weights = read_converted(cfg.MODEL.WEIGHTS)
+        except WeightsFileError as e:
+            raise UserError(f"MODEL.WEIGHTS {one_line(e)}") from e
     elif not cfg.MODEL.WEIGHTS and not eval_only and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
         prepared.warnings.append(
             f"MODEL.BACKBONE.FREEZE_AT={cfg.MODEL.BACKBONE.FREEZE_AT} freezes the stem"
