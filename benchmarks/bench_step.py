@@ -15,6 +15,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -22,6 +23,9 @@ import torch
 
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.modeling import build_model
+from gn_det.utils.cli import ArgumentParser, run_tool
+
+PROG = "bench_step.py"
 
 HEIGHT, WIDTH, NUM_GT, NUM_CLASSES = 512, 640, 3, 80
 
@@ -90,7 +94,7 @@ def bench(model: torch.nn.Module, iters: int, warmup: int = 2) -> Dict[str, floa
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Parse args, build the recipe with 80 classes at 512x640, time it and print one line (or JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="", help="YAML recipe: a path or a file name in configs/")
     parser.add_argument("--torchvision-reference", action="store_true",
                         help="time torchvision's maskrcnn_resnet50_fpn (FrozenBN) instead of a recipe")
@@ -103,6 +107,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         parser.error("give exactly one of --config FILE and --torchvision-reference")
     if args.iters < 1:
         parser.error(f"--iters must be >= 1, got {args.iters}")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if len(args.opts) % 2:
+        parser.error(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.torchvision_reference:
@@ -129,4 +137,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(PROG, main))
