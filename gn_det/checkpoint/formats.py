@@ -215,5 +215,5 @@ def convert_checkpoint(raw: Any, path: str) -> Tuple[ConvertedWeights, DetectedF
     known = "\n".join(f"  - {f.name}: {f.description}" for f in KNOWN_FORMATS)
     raise WeightsFileError(
         f"{path}: unrecognised weights format (first keys: {', '.join(keys[:5])}); known formats: "
-        f"{', '.join(f.name for f in KNOWN_FORMATS)}:\n{known}"
+        f"{', '.join(f.name for f in KNOWN_FORMATS)}\n{known}"
     )

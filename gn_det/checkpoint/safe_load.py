@@ -229,7 +229,8 @@ def read_weights_file(path: str) -> Any:
         raise WeightsFileError(f"{path}: no such weights file")
     if os.path.getsize(path) == 0:
         raise WeightsFileError(f"{path}: the weights file is empty")
-    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(path)  # a cut .pth keeps its zip header
     try:
         if is_zip:
             return _load_torch(path)
@@ -242,7 +243,7 @@ def read_weights_file(path: str) -> Any:
         raise
     except Exception as e:  # truncated / corrupt files raise many types (EOFError, RuntimeError, ...)
         kind = "torch zip" if is_zip else "pickle"
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        detail = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else "no detail"
         raise WeightsFileError(
             f"{path}: cannot read the weights file ({kind} format): it looks truncated or corrupt "
             f"({type(e).__name__}: {detail})"
