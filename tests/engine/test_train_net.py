@@ -135,6 +135,7 @@ def test_resume_after_dying_part_way_ends_bit_identical(trained, data, tmp_path,
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
     resumed_iters = [json.loads(x)["iteration"] for x in (tmp_path / "metrics.json").read_text().splitlines()]
     assert resumed_iters[-1] == MAX_ITER - 1 and 2 in resumed_iters  # the resumed run started at iteration 2
+    assert resumed_iters == sorted(set(resumed_iters))  # the crashed attempt's lines from 2 on were replaced
 
 
 def test_output_dir_not_writable_fails_before_training(data, tmp_path, capsys):
