@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_gn.yaml")  # R-18 GN at 64 px
 
 _SERVER = r"""
 import json, os, runpy, sys, traceback

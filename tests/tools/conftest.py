@@ -16,10 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from cli_runner import ToolRunner  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-TINY_CONFIG = str(HERE / "tiny_gn.yaml")
+from cli_runner import TINY_CONFIG, ToolRunner  # noqa: E402
 
 
 class _Payload:

@@ -102,33 +102,40 @@ def project(tmp_path_factory):
     return root
 
 
-def _run(command, project, extra=()):
+def _run(command, project, extra=(), runner=None):
+    """``python tools/X.py ...`` in the project: through the tool runner (quick) or a real process."""
     assert command[:2] == ["python", command[1]] and command[1].startswith("tools/")
-    result = run_subprocess(command[1], list(command[2:]) + list(extra), cwd=str(project),
-                            env={"GN_DET_DATASETS": str(project / "datasets"), "OMP_NUM_THREADS": "2"})
+    argv = list(command[2:]) + list(extra)
+    if runner is not None:
+        result = runner.run(command[1], argv, cwd=str(project))
+    else:
+        result = run_subprocess(command[1], argv, cwd=str(project),
+                                env={"GN_DET_DATASETS": str(project / "datasets"), "OMP_NUM_THREADS": "2"})
     assert result.rc == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
 
 
-@pytest.mark.parametrize("max_iter", [pytest.param(2, id="quick"), pytest.param(40, id="longer", marks=pytest.mark.slow)])
-def test_readme_finetune_steps_work_as_written(project, max_iter, tmp_path):
+@pytest.mark.parametrize("max_iter", [pytest.param(2, id="quick"), pytest.param(10, id="longer", marks=pytest.mark.slow)])
+def test_readme_finetune_steps_work_as_written(project, max_iter, request):
+    """Quick: the commands through the tool runner with MAX_ITER 2; slow: real processes, 10 iterations."""
+    runner = request.getfixturevalue("runner") if max_iter == 2 else None
     recipe, convert, train, plus = readme_steps()
     assert "--eval-only" in plus and train[-2:] == ["OUTPUT_DIR", "output/mine_gn"]
     (project / "my_gn_finetune.yaml").write_text(recipe)  # step 2, at the root as the README says
     shutil.rmtree(project / "output", ignore_errors=True)
 
-    converted = _run(convert, project)  # step 3
+    converted = _run(convert, project, runner=runner)  # step 3
     assert "[format 'fair-c2-gn']" in converted.stdout and (project / "weights" / "R-50-GN.pth").is_file()
 
     tiny = TINY + ["SOLVER.MAX_ITER", str(max_iter)]
-    trained = _run(train, project, tiny)  # step 4
+    trained = _run(train, project, tiny, runner=runner)  # step 4
     log = (project / "output" / "mine_gn" / "log.txt").read_text()
     assert "[format 'fair-c2-gn']" in log and "WARNING: " not in log  # the snippet's input convention fits
     # the R-50's 53 convs (stem, 16 blocks x 3, 4 shortcuts) with their GN scale and bias: all loaded
     assert re.search(r"^  matched +\| +159 \|", log, re.M) and re.search(r"^  unexpected .*\| +2 \| \{fc1000_b,fc1000_w\}$", log, re.M)
     assert (project / "output" / "mine_gn" / "model_final.pth").is_file()
 
-    evaluated = _run(train, project, tiny + plus)  # step 5: the same command plus --eval-only MODEL.WEIGHTS ...
+    evaluated = _run(train, project, tiny + plus, runner=runner)  # step 5: the same command plus --eval-only MODEL.WEIGHTS ...
     metrics = json.loads((project / "output" / "mine_gn" / "inference" / "mine_val" / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"} and {"AP", "AP-circle", "AP-square", "AP-pointy"} <= set(metrics["bbox"])
     assert "mine_val: box AP" in evaluated.stdout and trained.rc == 0

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_CONFIG
+from cli_runner import TINY_CONFIG
 
 TRAIN_NET = "tools/train_net.py"
 D = "runs/life"  # OUTPUT_DIR, relative to the workspace (the working directory of the runs)

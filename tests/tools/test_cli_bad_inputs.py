@@ -16,8 +16,7 @@ from typing import Callable, Dict, List, Optional, Union
 import pytest
 import torch
 
-from cli_runner import Command, run_subprocess
-from conftest import TINY_CONFIG
+from cli_runner import TINY_CONFIG, Command, run_subprocess
 
 TRAIN_NET = "tools/train_net.py"
 OUT = "out"  # a fresh OUTPUT_DIR name per case: <root>/<case id>/out must not exist afterwards
