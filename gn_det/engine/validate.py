@@ -91,11 +91,11 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
         except WeightsFileError as e:
             raise UserError(f"MODEL.WEIGHTS {one_line(e)}") from e
     elif not cfg.MODEL.WEIGHTS and not eval_only and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
+        k = cfg.MODEL.BACKBONE.FREEZE_AT
+        frozen = "the stem" + ("" if k < 2 else " and res2" if k == 2 else f" and res2..res{k}")
         prepared.warnings.append(
-            f"MODEL.BACKBONE.FREEZE_AT={cfg.MODEL.BACKBONE.FREEZE_AT} freezes the stem"
-            f"{'' if cfg.MODEL.BACKBONE.FREEZE_AT < 2 else ' and res2..res%d' % cfg.MODEL.BACKBONE.FREEZE_AT} "
-            "but MODEL.WEIGHTS is empty: they stay at their random initialisation. Set MODEL.BACKBONE.FREEZE_AT 0 "
-            "to train from scratch, or give MODEL.WEIGHTS")
+            f"MODEL.BACKBONE.FREEZE_AT={k} freezes {frozen} but MODEL.WEIGHTS is empty: they stay at their random "
+            "initialisation. Set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch, or give MODEL.WEIGHTS")
     check_model_and_weights(cfg, weights)
     prepared.weights = weights
     return prepared
