@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gn_det.benchmark.formatting import FORMATS, Table, render  # noqa: E402
 from gn_det.benchmark.reference import load_reference_numbers  # noqa: E402
-from gn_det.benchmark.runs import RunReadError, load_run  # noqa: E402
-from gn_det.benchmark.speed import SpeedParseError, build_speed_table, parse_bench_step_output  # noqa: E402
+from gn_det.benchmark.runs import load_run  # noqa: E402
+from gn_det.benchmark.speed import build_speed_table, parse_bench_step_output  # noqa: E402
 from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.tables import AP_COLUMNS, SOURCE_COLUMN, build_ap_table, reference_row  # noqa: E402
 from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
@@ -81,7 +81,7 @@ def _run(argv: Optional[List[str]]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Build the requested table and print or write it; a mistake is one line on stderr, exit status 2."""
-    return run_tool(PROG, _run, argv)  # RunReadError, SpeedParseError are ValueErrors
+    return run_tool(PROG, _run, argv)  # RunReadError and SpeedParseError are ValueErrors: one line too
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
 from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
@@ -74,7 +75,7 @@ def setup(args):
     return cfg
 
 
-def main(args, prepared: PreparedRun = None):
+def main(args, prepared: Optional[PreparedRun] = None):
     """Train then evaluate, or (--eval-only) evaluate MODEL.WEIGHTS; returns the evaluation results.
 
     ``prepared``: what validation read (MODEL.WEIGHTS, converted) and found (warnings), when it ran

@@ -29,7 +29,6 @@ from .solver import build_gradient_clipper
 from .solver import build_lr_scheduler as _build_lr_scheduler
 from .solver import build_optimizer as _build_optimizer
 from .train_loop import SimpleTrainer
-from .validate import check_batch_split  # noqa: F401  (re-exported: gn_det.engine.check_batch_split)
 
 logger = logging.getLogger(__name__)
 

@@ -253,7 +253,7 @@ def check_datasets(cfg, *, eval_only: bool) -> List[str]:
                         "to train on; annotate some, or set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
     train = [n for k, n in used if k == "DATASETS.TRAIN"]
     if len({tuple(classes[n]) for n in train}) > 1:
-        raise UserError(f"the datasets of DATASETS.TRAIN have different categories ("
+        raise UserError("the datasets of DATASETS.TRAIN have different categories ("
                         + "; ".join(f"{n}: {_short(classes[n])}" for n in train) + "); train on datasets that share them")
     for name in cfg.DATASETS.TEST:
         if train and classes.get(name) and classes[train[0]] and classes[name] != classes[train[0]]:
