@@ -14,6 +14,7 @@ import argparse
 import os
 import socket
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -21,6 +22,9 @@ import torch
 import torch.distributed as dist
 
 from gn_det.layers import NORM_REGISTRY, get_norm
+from gn_det.utils.cli import ArgumentParser, run_tool
+
+PROG = "bench_norms.py"
 
 # Activation shapes of a Mask R-CNN step at 800x1333 input with 2 images (issue 3):
 # res2 at stride 4 and P2/FPN at stride 4, res4 at stride 16, one image's FPN level, the stem output.
@@ -33,9 +37,12 @@ def parse_shapes(text: str) -> List[Shape]:
     """"2x256x200x336,1x64x32x32" -> [(2, 256, 200, 336), (1, 64, 32, 32)]."""
     shapes = []
     for item in text.split(","):
-        dims = tuple(int(d) for d in item.strip().lower().split("x"))
+        try:
+            dims = tuple(int(d) for d in item.strip().lower().split("x"))
+        except ValueError:
+            dims = ()
         if len(dims) != 4 or min(dims) <= 0:
-            raise argparse.ArgumentTypeError(f"--shapes entries must be NxCxHxW with positive sizes, got {item!r}")
+            raise argparse.ArgumentTypeError(f"entries must be NxCxHxW with positive sizes, got {item!r}")
         shapes.append(dims)
     return shapes
 
@@ -98,7 +105,7 @@ def init_single_process_group() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES),
                         help=f"comma-separated NxCxHxW (default {DEFAULT_SHAPES})")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median reported)")
@@ -115,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.warmup < 0 or args.threads < 1:
+        parser.error(f"--warmup must be >= 0 and --threads >= 1, got {args.warmup} and {args.threads}")
     names = [n for n in args.norms.split(",") if n] or NORM_REGISTRY.names()
     unknown = sorted(set(names) - set(NORM_REGISTRY.names()))
     if unknown:
@@ -143,4 +152,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(PROG, main))

@@ -22,6 +22,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
 from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,6 +31,9 @@ import torch
 
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.modeling import build_model
+from gn_det.utils.cli import ArgumentParser, run_tool
+
+PROG = "bench_step.py"
 
 HEIGHT, WIDTH, NUM_GT, NUM_CLASSES = 512, 640, 3, 80
 CUDA_HEIGHT, CUDA_WIDTH, CUDA_IMAGES = 800, 1333, 2  # detectron2's training size, 2 images per GPU (issue 10)
@@ -248,8 +252,7 @@ def _size(text: str) -> Tuple[int, int]:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Parse args, build the recipe with 80 classes at 512x640, time it and print one line (or JSON)."""
-    parser = argparse.ArgumentParser(prog="bench_step.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="", help="YAML recipe: a path or a file name in configs/")
     parser.add_argument("--torchvision-reference", action="store_true",
                         help="time torchvision's maskrcnn_resnet50_fpn (FrozenBN) instead of a recipe")
@@ -275,6 +278,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         parser.error("give exactly one of --config FILE and --torchvision-reference")
     if args.iters is not None and args.iters < 1:
         parser.error(f"--iters must be >= 1, got {args.iters}")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if len(args.opts) % 2:
+        parser.error(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value")
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available on this machine; use --device cpu")
@@ -301,4 +308,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(PROG, main))

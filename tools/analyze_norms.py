@@ -22,11 +22,14 @@ import torch  # noqa: E402
 
 from gn_det.benchmark.analysis import analyze_norms  # noqa: E402
 from gn_det.benchmark.formatting import FORMATS, render  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
+
+PROG = "analyze_norms.py"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments (detectron2 style: --config-file plus KEY VALUE overrides)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--config-file", dest="config", required=True, help="config file (or a run's config.yaml)")
     parser.add_argument("--dataset", default=None, help="dataset to measure on (default: DATASETS.TEST[0])")
     parser.add_argument("--max-images", type=int, default=0, help="use at most this many images (0 = all)")
@@ -42,28 +45,35 @@ def setup_cfg(args: argparse.Namespace):
 
     cfg = get_cfg()
     cfg.merge_from_file(resolve_config_path(args.config))
+    if len(args.opts) % 2:
+        raise UserError(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value")
     cfg.merge_from_list(args.opts)
     cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("analyze_norms.py needs trained weights: add MODEL.WEIGHTS path/to/model_final.pth")
+        raise UserError("trained weights needed: add MODEL.WEIGHTS path/to/model_final.pth")
     if not (args.dataset or cfg.DATASETS.TEST):
-        raise SystemExit("analyze_norms.py needs a dataset: set DATASETS.TEST or pass --dataset NAME")
+        raise UserError("a dataset is needed: set DATASETS.TEST or pass --dataset NAME")
+    if args.max_images < 0:
+        raise UserError(f"--max-images must be >= 0 (0 = all), got {args.max_images}")
     return cfg
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _run(argv: Optional[List[str]] = None) -> int:
     """Build the model, load its weights, measure on the dataset, print and write the analyses."""
     from gn_det.checkpoint import load_weights
-    from gn_det.data import build_detection_test_loader, register_from_cfg
+    from gn_det.data import DatasetCatalog, build_detection_test_loader, register_from_cfg
     from gn_det.modeling import build_model
 
     args = parse_args(argv)
     cfg = setup_cfg(args)
     register_from_cfg(cfg)
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    if dataset not in DatasetCatalog:
+        raise UserError(f"dataset '{dataset}' is not registered (registered: {', '.join(DatasetCatalog.list())}); "
+                        "register it with DATASETS.REGISTER_COCO or pass --dataset NAME")
     model = build_model(cfg)
     load_weights(model, cfg.MODEL.WEIGHTS)
-    dataset = args.dataset or cfg.DATASETS.TEST[0]
     loader = build_detection_test_loader(cfg, dataset)
     images = (image for batch in loader for image, _ in batch)
     if args.max_images > 0:
@@ -83,6 +93,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for path in result.files:
         print(f"wrote {path}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The command line: ``_run`` with a mistake reported as one line, exit status 2."""
+    return run_tool(PROG, _run, argv)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gn_det.benchmark.formatting import FORMATS, Table, render  # noqa: E402
 from gn_det.benchmark.reference import load_reference_numbers  # noqa: E402
-from gn_det.benchmark.runs import RunReadError, load_run  # noqa: E402
-from gn_det.benchmark.speed import SpeedParseError, build_speed_table, parse_bench_step_output  # noqa: E402
+from gn_det.benchmark.runs import load_run  # noqa: E402
+from gn_det.benchmark.speed import build_speed_table, parse_bench_step_output  # noqa: E402
 from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.tables import AP_COLUMNS, SOURCE_COLUMN, build_ap_table, reference_row  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
+
+PROG = "benchmark_table.py"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments of the table tool."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR[=NAME]", help="OUTPUT_DIRs of training runs")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
     parser.add_argument("--reference", action="store_true", help="add published numbers, matched by config name")
@@ -45,37 +48,40 @@ def _write(text: str, output: Optional[str]) -> None:
     atomic_write_text(output, text)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Build the requested table and print or write it; returns the exit code."""
-    args = parse_args(argv)
-    try:
-        if args.speed:
-            if args.speed == "-":
-                text = sys.stdin.read()
-            else:
-                with open(args.speed, encoding="utf-8") as f:
-                    text = f.read()
-            table = build_speed_table(parse_bench_step_output(text))
+def build_table(args: argparse.Namespace) -> Table:
+    """The AP table (runs, published rows) or the speed table the arguments ask for."""
+    if args.speed:
+        if args.speed == "-":
+            text = sys.stdin.read()
         else:
-            references = None
-            if args.reference:
-                references = load_reference_numbers(args.reference_file) if args.reference_file else load_reference_numbers()
-            if not args.runs and references is None:
-                print("benchmark_table.py: give at least one RUN_DIR, or --reference, or --speed FILE", file=sys.stderr)
-                return 2
-            if not args.runs:
-                table = Table(columns=AP_COLUMNS + [SOURCE_COLUMN], rows=[reference_row(r) for r in references or []])
-            else:
-                records = []
-                for spec in args.runs:
-                    run_dir, _, name = spec.partition("=")
-                    records.append(load_run(run_dir, name or None))
-                table = build_ap_table(records, references)
-    except (RunReadError, SpeedParseError, OSError, ValueError) as e:
-        print(f"benchmark_table.py: {e}", file=sys.stderr)
-        return 1
-    _write(render(table, args.format), args.output)
+            if not os.path.isfile(args.speed):
+                raise UserError(f"--speed {args.speed}: no such file (write it with benchmarks/bench_step.py --json)")
+            with open(args.speed, encoding="utf-8") as f:
+                text = f.read()
+        return build_speed_table(parse_bench_step_output(text))
+    references = None
+    if args.reference:
+        references = load_reference_numbers(args.reference_file) if args.reference_file else load_reference_numbers()
+    if not args.runs and references is None:
+        raise UserError("give at least one RUN_DIR, or --reference, or --speed FILE")
+    if not args.runs:
+        return Table(columns=AP_COLUMNS + [SOURCE_COLUMN], rows=[reference_row(r) for r in references or []])
+    records = []
+    for spec in args.runs:
+        run_dir, _, name = spec.partition("=")
+        records.append(load_run(run_dir, name or None))
+    return build_ap_table(records, references)
+
+
+def _run(argv: Optional[List[str]]) -> int:
+    args = parse_args(argv)
+    _write(render(build_table(args), args.format), args.output)
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Build the requested table and print or write it; a mistake is one line on stderr, exit status 2."""
+    return run_tool(PROG, _run, argv)  # RunReadError and SpeedParseError are ValueErrors: one line too
 
 
 if __name__ == "__main__":

@@ -12,11 +12,14 @@ from typing import List, Optional
 
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.modeling import build_model, describe_model_parts, format_parts_table
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool
+
+PROG = "describe_model.py"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """--config FILE (a path, or a bare name looked up in configs/) and KEY VALUE overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "--config-file", dest="config", default="",
                         help="YAML recipe: a path or a file name in configs/ (default: the built-in defaults)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
@@ -29,6 +32,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     cfg = get_cfg()
     if args.config:
         cfg.merge_from_file(resolve_config_path(args.config))
+    if len(args.opts) % 2:
+        raise UserError(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value")
     cfg.merge_from_list(list(args.opts) + ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     text = f"config: {args.config or '(defaults)'}\n" + format_parts_table(describe_model_parts(model))
@@ -37,7 +42,4 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        sys.exit(f"describe_model: {exc}")
+    sys.exit(run_tool(PROG, main))

@@ -27,16 +27,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from gn_det.benchmark.formatting import render  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
 from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.sweep import (  # noqa: E402
     SweepSummary, add_wall_time, cell_status, check_claims, claims_table, load_wall_times, plan_cells, run_state,
     sweep_rows, sweep_table, train_command,
 )
 
+PROG = "norm_sweep.py"
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments of the sweep."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-root", default=os.path.join("output", "norm_sweep"), help="one OUTPUT_DIR per run under it")
     parser.add_argument("--config-dir", default=os.path.join(ROOT, "configs", "tiny", "sweep"), help="recipe configs")
     parser.add_argument("--iters", type=int, default=150, help="training iterations per run (default 150)")
@@ -94,16 +97,26 @@ def write_results(args: argparse.Namespace, cells) -> None:
     print(f"wrote {os.path.join(args.output_root, 'norm_sweep.md')}, .csv and {path}")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Plan the grid, run what is missing, then write table and plot; exit 1 if a run failed."""
+def check_args(args: argparse.Namespace) -> None:
+    """UserError naming the flag for a value that cannot work."""
+    for flag, value in (("--iters", args.iters), ("--num-gpus", args.num_gpus)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.lr_per_image <= 0:
+        raise UserError(f"--lr-per-image must be > 0, got {args.lr_per_image}")
+    if len(args.opts) % 2:
+        raise UserError(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value")
+
+
+def _run(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     only = [s for s in args.only.split(",") if s]
+    check_args(args)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s] or None
-        cells = plan_cells(args.config_dir, args.output_root, args.num_gpus, only, seeds)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"norm_sweep.py: {e}", file=sys.stderr)
-        return 2
+    except ValueError:
+        raise UserError(f"--seeds takes comma-separated integers, e.g. 0,1; got {args.seeds!r}") from None
+    cells = plan_cells(args.config_dir, args.output_root, args.num_gpus, only, seeds)
     summary = SweepSummary()
     if not args.table_only:
         summary = run_cells(args, cells)
@@ -113,6 +126,12 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"failed {len(summary.failed)} {summary.failed or ''}; wall time {summary.wall_seconds / 60:.1f} min")
     write_results(args, cells)
     return 1 if summary.failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Plan the grid, run what is missing, then write table and plot; exit 1 if a run failed, 2 (one
+    line) on a mistake in the arguments."""
+    return run_tool(PROG, _run, argv)
 
 
 if __name__ == "__main__":

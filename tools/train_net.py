@@ -7,27 +7,37 @@
     python tools/train_net.py --config FILE --resume            # continue from OUTPUT_DIR/last_checkpoint
     python tools/train_net.py --config FILE --register-coco mine data/ann.json data/images \
         DATASETS.TRAIN "('mine',)" DATASETS.TEST "()" MODEL.ROI_HEADS.NUM_CLASSES 3
+
+Everything the run needs (config, datasets, weights, model, OUTPUT_DIR) is checked before the first
+step and before anything is written; a mistake is one line, ``train_net.py: error: ...``, exit
+status 2 (``--debug`` or GN_DET_DEBUG=1 shows the traceback).
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from typing import Optional
 
 from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
-from gn_det.engine import (DefaultTrainer, check_batch_split, check_output_dir, default_argument_parser,
-                           default_setup, launch, under_torchrun)
+from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
+                           launch, under_torchrun, validate_run)
 from gn_det.utils import comm
-from gn_det.utils.device import resolve_cfg_device, resolve_device
+from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line
+from gn_det.utils.device import resolve_cfg_device
 
 logger = logging.getLogger("train_net")
 
-SHAPES_DATASETS = ("shapes_train", "shapes_val")
+PROG = "train_net.py"
 
 
 def load_config(args):
-    """Defaults <- config file <- --register-coco <- KEY VALUE overrides (not frozen, no side effects)."""
+    """Defaults <- config file <- --register-coco <- KEY VALUE overrides (not frozen, no side effects).
+
+    REGISTER_COCO paths are made absolute (against the current directory), so the recorded
+    config.yaml reruns from anywhere.
+    """
     cfg = get_cfg()
     if args.config_file:
         cfg.merge_from_file(resolve_config_path(args.config_file))
@@ -36,9 +46,18 @@ def load_config(args):
         cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + [[name, json_file, image_root]]
     if args.opts:
         if len(args.opts) % 2:
-            raise ValueError(f"Overrides come as KEY VALUE pairs; got an odd number: {args.opts}")
+            raise UserError(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value "
+                            f"(got {len(args.opts)} items: {' '.join(map(str, args.opts))})")
         cfg.merge_from_list(args.opts)
+    cfg.DATASETS.REGISTER_COCO = [_absolute(entry) for entry in cfg.DATASETS.REGISTER_COCO]
     return cfg
+
+
+def _absolute(entry):
+    """[NAME, JSON_FILE, IMAGE_ROOT] with both paths absolute (malformed entries left for validation)."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(v, str) and v for v in entry):
+        return [entry[0], os.path.abspath(entry[1]), os.path.abspath(entry[2])]
+    return entry
 
 
 def register_datasets(cfg) -> None:
@@ -46,17 +65,6 @@ def register_datasets(cfg) -> None:
     from gn_det.data import register_from_cfg
 
     register_from_cfg(cfg)
-
-
-def ensure_builtin_data(cfg) -> None:
-    """Generate the synthetic shapes dataset once, before any worker starts, if the config uses it."""
-    from gn_det.data import datasets_root, ensure_shapes_dataset
-
-    used = set(cfg.DATASETS.TRAIN) | set(cfg.DATASETS.TEST)
-    registered = {entry[0] for entry in cfg.DATASETS.REGISTER_COCO}
-    if used & set(SHAPES_DATASETS) - registered:
-        root = os.path.join(datasets_root(), "shapes")
-        ensure_shapes_dataset(root)
 
 
 def setup(args):
@@ -69,20 +77,25 @@ def setup(args):
     return cfg
 
 
-def main(args):
-    """Train then evaluate, or (--eval-only) evaluate MODEL.WEIGHTS; returns the evaluation results."""
-    cfg = setup(args)
-    if args.eval_only:
-        from gn_det.modeling import build_model
+def main(args, prepared: Optional[PreparedRun] = None):
+    """Train then evaluate, or (--eval-only) evaluate MODEL.WEIGHTS; returns the evaluation results.
 
+    ``prepared``: what validation read (MODEL.WEIGHTS, converted) and found (warnings), when it ran
+    in this process.
+    """
+    cfg = setup(args)
+    prepared = prepared or PreparedRun()
+    for warning in prepared.warnings:
+        logger.warning(warning)
+    if args.eval_only:
         if not cfg.MODEL.WEIGHTS:
-            raise ValueError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
-        model = build_model(cfg)
-        load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg)
+            raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
+        model = DefaultTrainer.build_model(cfg)
+        load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, preloaded=prepared.weights)
         results = DefaultTrainer.test(cfg, model)
     else:
         trainer = DefaultTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
+        trainer.resume_or_load(resume=args.resume, preloaded=prepared.weights)
         results = trainer.train()
     if comm.is_main_process():
         for name, res in results.items():
@@ -93,28 +106,68 @@ def main(args):
     return results
 
 
-def preflight(args) -> None:
-    """Fail before spawning processes on errors every process would hit: unwritable OUTPUT_DIR,
-    IMS_PER_BATCH not divisible by the number of processes; generate missing built-in data once."""
-    cfg = load_config(args)
-    world = int(os.environ["WORLD_SIZE"]) if under_torchrun() else args.num_gpus * args.num_machines
-    check_output_dir(cfg.OUTPUT_DIR)
-    if not args.eval_only:
-        check_batch_split(cfg, world)
-    if not under_torchrun() or int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        ensure_builtin_data(cfg)
+def world_size(args) -> int:
+    """The number of processes the run will have."""
+    return int(os.environ["WORLD_SIZE"]) if under_torchrun() else args.num_gpus * args.num_machines
+
+
+def check_launch_args(args) -> None:
+    """--num-gpus / --num-machines / --machine-rank / --dist-url make a valid set of processes."""
+    if under_torchrun():
+        return
+    if args.num_gpus < 1 or args.num_machines < 1:
+        raise UserError(f"--num-gpus and --num-machines must be >= 1, got {args.num_gpus} and {args.num_machines}")
+    if not 0 <= args.machine_rank < args.num_machines:
+        raise UserError(f"--machine-rank should be in [0, {args.num_machines - 1}], got {args.machine_rank}")
+    if args.num_machines > 1 and args.dist_url in ("", "auto"):
+        raise UserError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
+                        "--dist-url tcp://<machine 0 address>:<port>")
+
+
+def preflight(args) -> PreparedRun:
+    """Validate the whole run once, before any process starts and before anything is written; then
+    create OUTPUT_DIR (emptied of an earlier run with --overwrite). Raises UserError (one line).
+
+    Under torchrun every process comes here: global rank 0 checks OUTPUT_DIR for another run and
+    prepares it; local rank 0 of each machine checks datasets, weights and the model.
+    """
+    rank0 = not under_torchrun() or int(os.environ["RANK"]) == 0
+    local0 = not under_torchrun() or int(os.environ["LOCAL_RANK"]) == 0
+    try:
+        check_launch_args(args)
+        cfg = load_config(args)
+        prepared = validate_run(cfg, eval_only=args.eval_only, resume=args.resume, overwrite=args.overwrite,
+                                world_size=world_size(args), check_run_dir=rank0, check_inputs=local0)
+        if rank0:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            if args.overwrite and not args.eval_only:
+                removed = clean_output_dir(cfg.OUTPUT_DIR)
+                if removed:
+                    prepared.warnings.append(f"--overwrite: removed the earlier run's {', '.join(removed)} "
+                                             f"from {cfg.OUTPUT_DIR}")
+    except UserError:
+        raise
+    except USER_ERRORS as e:
+        raise UserError(one_line(e)) from e
+    return prepared
 
 
 def invoke_main(argv=None) -> None:
-    args = default_argument_parser().parse_args(argv)
+    """The command line: parse, validate (one line and exit 2 on a mistake), then launch the processes."""
+    parser = default_argument_parser()
+    parser.prog = PROG
+    args = parser.parse_args(argv)
     try:
-        preflight(args)
-        device = load_config(args).MODEL.DEVICE
-        resolve_device(device)  # MODEL.DEVICE cuda without CUDA: one line, before any process starts
-    except (ValueError, PermissionError, FileNotFoundError, KeyError) as e:
-        sys.exit(f"train_net.py: error: {e}")
+        prepared = preflight(args)
+    except UserError as e:
+        if debug_requested(argv) or args.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if world_size(args) > 1 and not under_torchrun():
+        prepared = prepared.without_weights()  # each process reads its own; do not pickle gigabytes
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,), device=device)
+           dist_url=args.dist_url, args=(args, prepared), device=prepared.device)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ ResNet.py / FPN.py / heads); the mapping to torchvision-based module names is ou
 - FPN (Detectron detectors): ``fpn_inner_res{k}_{i}_sum[_lateral]`` = lateral k, ``fpn_res{k}_{i}_sum``
   = output k; RPN ``conv_rpn_fpn2``, ``rpn_cls_logits_fpn2``, ``rpn_bbox_pred_fpn2`` (shared over
   levels); box head ``fc6``/``fc7`` (or ``head_conv{n}`` for 4conv1fc), ``cls_score``, ``bbox_pred``;
-  mask head ``_[mask]_fcn{n}``, ``conv5_mask`` (deconv), ``mask_fcn_logits``. Detectron already puts the
-  background at index 0 with (K+1)*4 deltas and K+1 mask channels, as torchvision does.
+  mask head ``_[mask]_fcn{n}`` (mask_rcnn_fcn_head_v1upXconvs) or, with GroupNorm, ``_mask_fcn{n}`` with
+  ``_mask_fcn{n}_gn_{s,b}`` and no conv bias (mask_rcnn_fcn_head_v1upXconvs_gn: Detectron's
+  detectron/modeling/mask_rcnn_heads.py, ConvGN in detector.py), ``conv5_mask`` (deconv),
+  ``mask_fcn_logits``. Detectron already puts the background at index 0 with (K+1)*4 deltas and K+1
+  mask channels, as torchvision does.
 - ``fc1000_*`` / ``pred_*`` (ImageNet classifier) and ``*_momentum`` (SGD state) have no counterpart.
 """
 from __future__ import annotations
@@ -40,7 +43,7 @@ _MODULES = [
     (re.compile(r"^head_conv(\d+)$"), lambda m: f"roi_heads.box_head.conv{m[1]}"),
     (re.compile(r"^cls_score$"), lambda m: "roi_heads.box_predictor.cls_score"),
     (re.compile(r"^bbox_pred$"), lambda m: "roi_heads.box_predictor.bbox_pred"),
-    (re.compile(r"^_\[mask\]_fcn(\d+)$"), lambda m: f"roi_heads.mask_head.mask_fcn{m[1]}"),
+    (re.compile(r"^_(?:\[mask\]|mask)_fcn(\d+)$"), lambda m: f"roi_heads.mask_head.mask_fcn{m[1]}"),
     (re.compile(r"^conv5_mask$"), lambda m: "roi_heads.mask_predictor.deconv"),
     (re.compile(r"^mask_fcn_logits$"), lambda m: "roi_heads.mask_predictor.predictor"),
 ]
@@ -67,4 +70,4 @@ def rename_c2_key(name: str) -> Optional[Tuple[str, Optional[str]]]:
 
 
 C2_BACKBONE_KEY = re.compile(r"^res[2-5]_\d+_branch2a_w$")
-C2_HEAD_KEY = re.compile(r"^(fpn_|conv_rpn|rpn_|fc6_|cls_score_|bbox_pred_|mask_fcn_logits_|_\[mask\])")
+C2_HEAD_KEY = re.compile(r"^(fpn_|conv_rpn|rpn_|fc6_|cls_score_|bbox_pred_|mask_fcn_logits_|_\[mask\]|_mask_fcn)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +58,21 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the body without moving this process's generators: states are restored afterwards.
+
+    Evaluation (a DataLoader iterator draws its base seed from torch's generator) runs inside this,
+    so it does not consume the training streams: a run resumed from the checkpoint written just
+    before an evaluation repeats the unbroken run exactly.
+    """
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 class Checkpointer:
@@ -108,15 +124,16 @@ class Checkpointer:
         return os.path.isfile(os.path.join(self.save_dir, LAST_CHECKPOINT))
 
     # ---------------------------------------------------------------- loading
-    def resume_or_load(self, weights: str, *, resume: bool, cfg=None) -> int:
+    def resume_or_load(self, weights: str, *, resume: bool, cfg=None, preloaded: Optional[Tuple[Any, Any]] = None) -> int:
         """With ``resume`` and a checkpoint in ``save_dir``: restore everything, return the next
-        iteration. Otherwise load model weights from ``weights`` ("" = keep the initialization), return 0."""
+        iteration. Otherwise load model weights from ``weights`` ("" = keep the initialization), return 0.
+        ``preloaded``: ``weights`` already read and converted (``read_converted``), so it is not read again."""
         if resume and self.has_checkpoint():
             return self.resume(self.get_checkpoint_file())
         if resume:
             logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.save_dir)
         if weights:
-            load_model_weights(unwrap_model(self.model), weights, cfg=cfg)
+            load_model_weights(unwrap_model(self.model), weights, cfg=cfg, preloaded=preloaded)
         return 0
 
     def resume(self, path: str) -> int:
@@ -149,9 +166,12 @@ def _read(path: str) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_model_weights(model: nn.Module, path: str, cfg=None) -> Any:
+def load_model_weights(model: nn.Module, path: str, cfg=None, preloaded: Optional[Tuple[Any, Any]] = None) -> Any:
     """Load MODEL.WEIGHTS into ``model`` with gn_det.checkpoint.load_weights (any known format, names
-    mapped, ``cfg``'s input conventions checked); returns its LoadReport."""
-    from gn_det.checkpoint.load import load_weights  # imported here: the package imports this module
+    mapped, ``cfg``'s input conventions checked); returns its LoadReport. ``preloaded``: the file's
+    ``(ConvertedWeights, DetectedFormat)`` already read by ``read_converted`` (not read again)."""
+    from gn_det.checkpoint.load import load_converted, load_weights  # here: the package imports this module
 
+    if preloaded is not None:
+        return load_converted(model, preloaded[0], preloaded[1], path, cfg=cfg)
     return load_weights(model, path, cfg=cfg)

@@ -214,5 +214,6 @@ def convert_checkpoint(raw: Any, path: str) -> Tuple[ConvertedWeights, DetectedF
             return converted, DetectedFormat(fmt.name, fmt.description, convention)
     known = "\n".join(f"  - {f.name}: {f.description}" for f in KNOWN_FORMATS)
     raise WeightsFileError(
-        f"{path}: unrecognised weights format (first keys: {', '.join(keys[:5])}). Known formats:\n{known}"
+        f"{path}: unrecognised weights format (first keys: {', '.join(keys[:5])}); known formats: "
+        f"{', '.join(f.name for f in KNOWN_FORMATS)}\n{known}"
     )

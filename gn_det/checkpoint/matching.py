@@ -10,8 +10,9 @@ Rules, in order:
 - Caffe2's folded BN (y = s * x + b) loads into a BN-kind layer as weight s, bias b, running_mean 0 and
   running_var 1 - eps, so that s / sqrt(running_var + eps) = s: outputs match the Caffe2 model exactly.
 - tensors equal up to singleton dimensions are reshaped (the SN authors' (1, C, 1, 1) affine).
-- class-specific predictors whose shapes differ are skipped (fine-tuning on another class set); other
-  shape differences are reported as shape-mismatched. All-zero biases for convs without a bias
+- class-specific predictors whose number of outputs differs are skipped (fine-tuning on another class
+  set); other shape differences (a predictor's input width too) are reported as shape-mismatched.
+  All-zero biases for convs without a bias
   (Caffe2 writes them) and BN ``num_batches_tracked`` counters are bookkeeping, not errors.
 """
 from __future__ import annotations
@@ -127,7 +128,8 @@ def match_weights(model: nn.Module, weights: ConvertedWeights, report: LoadRepor
         if value.shape != target.shape:
             if _same_up_to_singletons(value.shape, target.shape):
                 value = value.reshape(target.shape)
-            elif key.rsplit(".", 1)[0] in PREDICTOR_MODULES:
+            elif key.rsplit(".", 1)[0] in PREDICTOR_MODULES and value.shape[1:] == target.shape[1:]:
+                # only the number of outputs differs: another class count (a width change is a mismatch)
                 report.skipped_predictors.append((key, tuple(value.shape), tuple(target.shape)))
                 handled.add(f"model:{key}")
                 continue

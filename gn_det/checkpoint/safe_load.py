@@ -4,10 +4,19 @@
 ``.pkl`` files go through a restricted unpickler that admits only dicts, lists, tuples, strings, numbers
 and numpy arrays. Anything else (a pickle that would import ``os.system`` and call it, say) is refused
 before it is imported, so nothing in the file is executed.
+
+The constructors a data pickle may call can also be asked for memory the file does not hold
+(``bytearray(10**9)``, ``bytes(n)``, ``ndarray(shape)``: a 78-byte file could ask for 763 MiB). The
+unpickler bounds them: what they allocate together may not exceed what the file can plausibly hold
+(``allocation_budget``: twice its size plus 1 MiB). The file is read through a memory map by Python's
+own unpickler (C's allocates the length a bytes field declares before reading it), so a length field
+claiming more bytes than the file has allocates nothing either.
 """
 from __future__ import annotations
 
 import importlib
+import math
+import mmap
 import os
 import pickle
 import zipfile
@@ -35,6 +44,97 @@ def _numpy_attr(*candidates: str) -> Callable:
         except (ImportError, AttributeError):
             continue
     raise ImportError(f"none of {candidates} is importable")
+
+
+def allocation_budget(file_size: int) -> int:
+    """Bytes the constructors of a ``file_size``-byte pickle may allocate in all: its arrays' data is
+    in the file, so twice its size (plus 1 MiB for small files) is already generous."""
+    return 2 * int(file_size) + 2**20
+
+
+class _Budget:
+    """Counts what a pickle's constructors allocate; refuses what the file cannot plausibly hold."""
+
+    def __init__(self, path: str, file_size: int):
+        self.path = path
+        self.file_size = file_size
+        self.limit = allocation_budget(file_size)
+        self.used = 0
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Account ``nbytes`` for ``what`` before it is allocated; UnsafeWeightsError past the budget."""
+        self.used += max(int(nbytes), 0)
+        if self.used > self.limit:
+            raise UnsafeWeightsError(
+                f"{self.path}: refusing to load: the pickle asks to allocate {_size(nbytes)} ({what}), more than "
+                f"a {self.file_size}-byte file can hold as data; the file is corrupt or malicious, and nothing "
+                "was allocated"
+            )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
+
+
+def _dims(shape: Any) -> Tuple[int, ...]:
+    """A shape argument (an int or a sequence of ints) as a tuple of Python ints."""
+    return (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+
+
+def _array_nbytes(shape: Any, dtype: Any) -> int:
+    """Bytes of an array of ``shape`` and ``dtype`` (as numpy would allocate), without allocating."""
+    import numpy as np
+
+    return math.prod(_dims(shape)) * np.dtype(dtype).itemsize
+
+
+def _bounded_constructors(budget: _Budget, table: Dict[Tuple[str, str], Any]) -> Dict[Tuple[str, str], Any]:
+    """``table`` with the allocating constructors replaced by versions that charge ``budget`` first."""
+    import numpy as np
+
+    reconstruct = table[("numpy.core.multiarray", "_reconstruct")]
+
+    def sized_bytes(kind: type):
+        def make(*args):
+            if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+                budget.charge(args[0], f"{kind.__name__}({args[0]})")
+            elif len(args) > 1 and str(args[1]).lower().replace("-", "") not in ("latin1", "ascii", "utf8"):
+                raise UnsafeWeightsError(f"{budget.path}: refusing to load: the pickle asks to decode bytes with "
+                                         f"the codec {args[1]!r}; data pickles use latin-1")
+            return kind(*args)
+        return make
+
+    class ArrayType:
+        """Stands for numpy.ndarray: as ``_reconstruct``'s subtype, or called directly (charged)."""
+
+        def __call__(self, shape, dtype=float, *args, **kwargs):
+            if not args and "buffer" not in kwargs:
+                budget.charge(_array_nbytes(shape, dtype), f"ndarray{_dims(shape)}")
+            return np.ndarray(shape, dtype, *args, **kwargs)
+
+    array_type = ArrayType()
+
+    def bounded_reconstruct(subtype, shape, dtype):
+        if subtype is array_type:
+            subtype = np.ndarray
+        budget.charge(_array_nbytes(shape, dtype), f"an array of shape {_dims(shape)}")
+        return reconstruct(subtype, shape, dtype)
+
+    def latin1_encode(obj, encoding="utf-8", *rest):
+        if str(encoding).lower().replace("-", "").replace("_", "") not in ("latin1", "ascii", "utf8"):
+            raise UnsafeWeightsError(f"{budget.path}: refusing to load: the pickle asks for the codec "
+                                     f"{encoding!r}; data pickles use latin-1")
+        return table[("_codecs", "encode")](obj, encoding, *rest)
+
+    out = dict(table)
+    out[("numpy", "ndarray")] = array_type
+    out[("_codecs", "encode")] = latin1_encode
+    for key, obj in table.items():
+        if obj is reconstruct:
+            out[key] = bounded_reconstruct
+        elif obj is bytes or obj is bytearray:
+            out[key] = sized_bytes(obj)
+    return out
 
 
 def _allowed_globals() -> Dict[Tuple[str, str], Any]:
@@ -74,13 +174,13 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
     return table
 
 
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """An Unpickler whose ``find_class`` answers only for numpy's array machinery."""
+class _DataOnlyUnpickler(pickle._Unpickler):  # the Python one: C's allocates a bytes field's declared length first
+    """An Unpickler whose ``find_class`` answers only for numpy's array machinery (bounded in size)."""
 
-    def __init__(self, file, path: str):
+    def __init__(self, file, path: str, file_size: int):
         super().__init__(file, encoding="latin1")  # Detectron's pickles come from Python 2
         self._path = path
-        self._allowed = _allowed_globals()
+        self._allowed = _bounded_constructors(_Budget(path, file_size), _allowed_globals())
 
     def find_class(self, module: str, name: str) -> Any:
         obj = self._allowed.get((module, name))
@@ -100,8 +200,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_restricted_pickle(path: str) -> Any:
-    with open(path, "rb") as f:
-        return _DataOnlyUnpickler(f, path).load()
+    """Unpickle through a read-only memory map: a read never returns (or allocates) more than the file has."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return _DataOnlyUnpickler(mapped, path, os.path.getsize(path)).load()
 
 
 def _load_torch(path: str) -> Any:
@@ -125,10 +226,11 @@ def read_weights_file(path: str) -> Any:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise WeightsFileError(f"{path}: no such weights file (check MODEL.WEIGHTS)")
+        raise WeightsFileError(f"{path}: no such weights file")
     if os.path.getsize(path) == 0:
         raise WeightsFileError(f"{path}: the weights file is empty")
-    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(path)  # a cut .pth keeps its zip header
     try:
         if is_zip:
             return _load_torch(path)
@@ -141,7 +243,7 @@ def read_weights_file(path: str) -> Any:
         raise
     except Exception as e:  # truncated / corrupt files raise many types (EOFError, RuntimeError, ...)
         kind = "torch zip" if is_zip else "pickle"
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        detail = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else "no detail"
         raise WeightsFileError(
             f"{path}: cannot read the weights file ({kind} format): it looks truncated or corrupt "
             f"({type(e).__name__}: {detail})"

@@ -1,6 +1,7 @@
 """Where config files live: a bare file name given to the tools is looked up in the repo's configs/."""
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import List
@@ -13,20 +14,30 @@ _SEARCH_SUBDIRS = ("", "tiny")  # configs/ first, then configs/tiny/
 def resolve_config_path(name: str) -> str:
     """Path of config ``name``: an existing path as given, else ``configs/<name>`` or ``configs/tiny/<name>``.
 
-    Raises FileNotFoundError naming the places searched and the recipes available.
+    Raises FileNotFoundError (one line) naming the file and the closest recipes in configs/.
     """
     if os.path.isfile(name):
         return str(name)
-    searched: List[Path] = []
     if not os.path.isabs(name):
         for sub in _SEARCH_SUBDIRS:
             candidate = CONFIGS_DIR / sub / name
-            searched.append(candidate)
             if candidate.is_file():
                 return str(candidate)
-    available = sorted(str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS_DIR.rglob("*.yaml")) if CONFIGS_DIR.is_dir() else []
-    raise FileNotFoundError(
-        f"Config file {name!r} not found (looked at {name!r}"
-        + "".join(f", {p}" for p in searched)
-        + f"). Available in {CONFIGS_DIR}: {', '.join(available) or 'none'}"
-    )
+    close = closest_configs(name)
+    hint = f"did you mean {', '.join(close)}?" if close else f"the recipes are in {CONFIGS_DIR}"
+    raise FileNotFoundError(f"config file '{name}' not found (as a path, or in configs/ and configs/tiny/); {hint}")
+
+
+def closest_configs(name: str, n: int = 3) -> List[str]:
+    """Up to ``n`` recipes in configs/ (paths relative to it) whose file names are closest to ``name``,
+    best first; only those nearly as close as the best (difflib ratio of the stems within 0.1)."""
+    if not CONFIGS_DIR.is_dir():
+        return []
+    stem = os.path.splitext(os.path.basename(name))[0]
+    scored = []
+    for path in CONFIGS_DIR.rglob("*.yaml"):
+        ratio = difflib.SequenceMatcher(None, stem, path.stem).ratio()
+        if ratio >= 0.75:
+            scored.append((-ratio, str(path.relative_to(CONFIGS_DIR))))
+    scored.sort()
+    return [rel for score, rel in scored if -score >= -scored[0][0] - 0.1][:n]

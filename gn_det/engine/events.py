@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from gn_det.utils.file_io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,14 +65,34 @@ def peak_memory_mb() -> float:
 
 
 class JSONWriter:
-    """Appends one JSON object per logged iteration to ``path`` (``OUTPUT_DIR/metrics.json``)."""
+    """Appends one JSON object per logged iteration to ``path`` (``OUTPUT_DIR/metrics.json``).
+
+    ``start(start_iter)`` (called before training) first drops the lines of iterations >= start_iter
+    an earlier attempt left (a run resumed from iteration k repeats k, k+1, ...; a fresh run starts
+    empty), so one run's metrics.json never holds two runs' lines for an iteration.
+    """
 
     def __init__(self, path: str):
-        self._file = open(path, "a", encoding="utf-8")
+        self.path = path
+        self._file = None
         self._last_written = -1
+
+    def start(self, start_iter: int) -> None:
+        """Keep the lines of iterations before ``start_iter`` (atomically rewritten), then append."""
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+            kept = [line for line in lines if _iteration_of(line) is not None and _iteration_of(line) < start_iter]
+            if len(kept) != len(lines):
+                logger.info("%s: dropped %d line(s) of iterations >= %d written before this run started",
+                            self.path, len(lines) - len(kept), start_iter)
+                atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, storage: EventStorage) -> None:
         """Write every scalar recorded at iterations after the last write, grouped by iteration."""
+        if self._file is None:
+            self.start(0)
         by_iter: Dict[int, Dict[str, float]] = defaultdict(dict)
         for name, (value, it) in storage.latest().items():
             if it > self._last_written:
@@ -86,20 +108,41 @@ class JSONWriter:
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _iteration_of(line: str) -> Optional[int]:
+    """The "iteration" of one metrics.json line; None for a line that is not such a JSON object."""
+    try:
+        value = json.loads(line).get("iteration")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 class TensorboardWriter:
-    """Writes each new scalar to tensorboard event files in ``log_dir``."""
+    """Writes each new scalar to tensorboard event files in ``log_dir``.
+
+    ``start(start_iter)`` opens the event file; a resumed run passes tensorboard's ``purge_step`` so
+    that events an earlier attempt logged at iterations >= start_iter are hidden.
+    """
 
     def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        self._writer = None
+        self._last_written = -1
+
+    def start(self, start_iter: int) -> None:
+        """Open the event file (purging events from ``start_iter`` on when resuming)."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir)
-        self._last_written = -1
+        self._writer = SummaryWriter(self.log_dir, purge_step=start_iter if start_iter > 0 else None)
 
     def write(self, storage: EventStorage) -> None:
         """Add scalars recorded since the last call."""
+        if self._writer is None:
+            self.start(0)
         newest = self._last_written
         for name, (value, it) in storage.latest().items():
             if it > self._last_written:
@@ -110,7 +153,8 @@ class TensorboardWriter:
 
     def close(self) -> None:
         """Close the event file."""
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class ConsoleWriter:

@@ -1,9 +1,11 @@
 """Hooks of the training loop: LR schedule, periodic checkpoint, precise BN, evaluation, writers.
 
-Registered in this order by DefaultTrainer: IterationTimer-free (the trainer times steps itself),
-LRScheduler, PreciseBN, EvalHook, PeriodicCheckpointer, PeriodicWriter. Evaluation runs before the
-checkpoint of the same iteration, so the checkpoint holds the precise-BN statistics and the RNG state
-after evaluation: a resumed run then repeats an unbroken one exactly.
+Registered in this order by DefaultTrainer (the trainer times steps itself): LRScheduler, PreciseBN,
+PeriodicCheckpointer, EvalHook, PeriodicWriter. The checkpoint of an iteration is written before its
+evaluation, so an evaluation that fails (a typo in the val JSON path, a broken image) never costs the
+trained model; it holds the precise-BN statistics, which are recomputed before it. Evaluation leaves the
+random generators as it found them (``preserved_rng``), so a run resumed from that checkpoint repeats
+an unbroken one exactly.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional
 import torch
 from torch import nn
 
-from gn_det.checkpoint.checkpointer import Checkpointer
+from gn_det.checkpoint.checkpointer import Checkpointer, preserved_rng
 from gn_det.utils import comm
 
 from .precise_bn import has_bn_stats, update_bn_stats
@@ -59,7 +61,8 @@ class PeriodicCheckpointer(HookBase):
 
 class EvalHook(HookBase):
     """Runs ``eval_function()`` every ``period`` iterations (0: only after the last) and records the
-    flattened results (``bbox/AP``, ...) in the storage."""
+    flattened results (``bbox/AP``, ...) in the storage. The evaluation does not move the training
+    run's random generators (their states are restored after it)."""
 
     def __init__(self, period: int, eval_function: Callable[[], Mapping[str, Mapping[str, float]]]):
         self.period = int(period)
@@ -67,7 +70,8 @@ class EvalHook(HookBase):
         self.latest_results: Dict = {}
 
     def _do_eval(self) -> None:
-        results = self.eval_function()
+        with preserved_rng():
+            results = self.eval_function()
         self.latest_results = results
         flat = flatten_results(results)
         if flat:
@@ -128,11 +132,21 @@ class PreciseBN(HookBase):
 
 
 class PeriodicWriter(HookBase):
-    """Drains the storage to writers every ``period`` iterations, after the last one, and at the end."""
+    """Drains the storage to writers every ``period`` iterations, after the last one, and at the end.
+
+    Before training, each writer with a ``start(start_iter)`` method is told where the run starts
+    (a resumed run's metrics.json and event files drop what an earlier attempt wrote from there on).
+    """
 
     def __init__(self, writers: List, period: int = 20):
         self.writers = writers
         self.period = int(period)
+
+    def before_train(self) -> None:
+        for w in self.writers:
+            start = getattr(w, "start", None)
+            if start is not None:
+                start(self.trainer.start_iter)
 
     def _write(self) -> None:
         for w in self.writers:

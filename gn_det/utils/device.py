@@ -23,8 +23,8 @@ def resolve_device(spec: str, local_rank: Optional[int] = None) -> torch.device:
     """The torch.device that ``spec`` means for the process with ``local_rank`` (default: LOCAL_RANK or 0)."""
     text = str(spec).strip().lower()
     rank = get_local_rank() if local_rank is None else int(local_rank)
-    if text == "cpu":
-        return torch.device("cpu")
+    if text in ("cpu", "meta"):  # meta: shapes without storage (gn_det.engine.validate builds the model so)
+        return torch.device(text)
     if text == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     match = _CUDA_INDEX.match(text)

@@ -111,8 +111,10 @@ def test_reference_rows_follow_matching_run_with_source(tmp_path, capsys):
 
 
 def test_bad_run_dir_is_reported(tmp_path, capsys):
-    assert benchmark_table.main([str(tmp_path)]) == 1
-    assert "has no config.yaml: pass the OUTPUT_DIR of a run of tools/train_net.py" in capsys.readouterr().err
+    assert benchmark_table.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("benchmark_table.py: error: ") and err.count("\n") == 1
+    assert "has no config.yaml: pass the OUTPUT_DIR of a run of tools/train_net.py" in err
 
 
 def test_speed_table_from_bench_step_output(tmp_path, capsys):

@@ -92,7 +92,7 @@ def test_truncated_pth(tmp_path):
 
 
 def test_missing_empty_and_non_dict_files(tmp_path):
-    with pytest.raises(WeightsFileError, match=r"nope.pth: no such weights file \(check MODEL.WEIGHTS\)"):
+    with pytest.raises(WeightsFileError, match=r"nope.pth: no such weights file$"):
         read_weights_file(str(tmp_path / "nope.pth"))
     (tmp_path / "empty.pkl").write_bytes(b"")
     with pytest.raises(WeightsFileError, match=r"empty.pkl: the weights file is empty"):
@@ -100,3 +100,56 @@ def test_missing_empty_and_non_dict_files(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(WeightsFileError, match=r"list.pth: holds a list, not a dict of tensors"):
         load_weights(contract_model(), str(tmp_path / "list.pth"))
+
+
+# Hand-written pickles whose few bytes ask for far more memory than they hold (issue 11): each names a
+# constructor the data unpickler must admit (arrays and bytes need them) with a huge size argument.
+_HUGE = 800_000_000
+_BININT = b"J" + _HUGE.to_bytes(4, "little")
+_ALLOCATING_PICKLES = {
+    "bytearray(n)": (b"\x80\x02c__builtin__\nbytearray\n" + _BININT + b"\x85R.", "bytearray(800000000)"),
+    "bytes(n)": (b"\x80\x02cbuiltins\nbytes\n" + _BININT + b"\x85R.", "bytes(800000000)"),
+    "ndarray(shape)": (b"\x80\x02cnumpy\nndarray\n" + _BININT + b"\x85\x85R.", "ndarray(800000000,)"),
+    "_reconstruct(ndarray, shape, dtype)": (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _BININT + b"\x85U\x01b\x87R.",
+        "an array of shape (800000000,)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ALLOCATING_PICKLES))
+def test_pickle_cannot_allocate_more_than_the_file_holds(tmp_path, name):
+    payload, what = _ALLOCATING_PICKLES[name]
+    path = tmp_path / "tiny.pkl"
+    path.write_bytes(payload)
+    assert len(payload) < 80
+    with pytest.raises(UnsafeWeightsError) as e:
+        read_weights_file(str(path))
+    nbytes = _HUGE * (8 if name == "ndarray(shape)" else 1)  # ndarray's default dtype is float64
+    assert str(e.value) == (f"{path}: refusing to load: the pickle asks to allocate {nbytes / 2**20:.1f} MiB ({what}), "
+                            f"more than a {len(payload)}-byte file can hold as data; the file is corrupt or "
+                            "malicious, and nothing was allocated")
+
+
+def test_small_allocations_of_the_same_constructors_still_load(tmp_path):
+    """The bound is by size: bytearray(16) and an 8-element array from a tiny file are fine."""
+    payload = (b"\x80\x02(c__builtin__\nbytearray\nK\x10\x85Rcnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+               b"K\x08\x85U\x01b\x87Rt.")
+    path = tmp_path / "small.pkl"
+    path.write_bytes(payload)
+    data, array = read_weights_file(str(path))
+    assert data == bytearray(16) and array.shape == (8,)
+
+
+def test_length_field_larger_than_the_file_is_truncation(tmp_path):
+    """BINBYTES8 claiming 1 TiB: read through a memory map, it allocates nothing and reads as truncated."""
+    path = tmp_path / "liar.pkl"
+    path.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.")
+    with pytest.raises(WeightsFileError, match=r"it looks truncated or corrupt \(EOFError"):
+        read_weights_file(str(path))
+
+
+def test_unusual_codec_is_refused(tmp_path):
+    path = tmp_path / "codec.pkl"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x04\x00\x00\x00zlib\x86R.")
+    with pytest.raises(UnsafeWeightsError, match="asks for the codec 'zlib'; data pickles use latin-1"):
+        read_weights_file(str(path))

@@ -164,3 +164,43 @@ def to_detectron_c2_detector_blobs(sd, eps: float) -> Dict[str, np.ndarray]:
             blobs[f"_[mask]_fcn{module[-1]}{suffix}"] = _np(v)
     blobs["fc6_w_momentum"] = np.zeros_like(blobs["fc6_w"])  # SGD state Detectron saves with the blobs
     return blobs
+
+
+def to_detectron_c2_gn_detector_blobs(sd) -> Dict[str, np.ndarray]:
+    """Detectron (Caffe2) GN Mask R-CNN blobs (configs/04_2018_gn_baselines), every conv with GroupNorm
+    made by ``model.ConvGN(prefix)``: ``{prefix}_w`` with no conv bias, ``{prefix}_gn_{s,b}``
+    (detectron/modeling/detector.py). Prefixes: the FAIR GN backbone; FPN ``fpn_inner_res5_{i}_sum``,
+    ``fpn_inner_res{k}_{i}_sum_lateral``, ``fpn_res{k}_{i}_sum`` (FPN.py with FPN.USE_GN); box head
+    ``head_conv{n}`` + ``fc6`` (add_roi_Xconv1fc_gn_head); mask head ``_mask_fcn{n}`` (NOT ``_[mask]_fcn{n}``:
+    mask_rcnn_fcn_head_v1upXconvs_gn in detectron/modeling/mask_rcnn_heads.py), ``conv5_mask``,
+    ``mask_fcn_logits``; RPN ``conv_rpn_fpn2`` etc. with biases."""
+    blobs = to_fair_gn_pkl_blobs(sd)
+    last_block = {s: max(int(k.split(".")[1]) for k in bottom_up_only(sd) if k.startswith(f"res{s}."))
+                  for s in range(2, 6)}
+    plain = {"rpn.head.conv": "conv_rpn_fpn2", "rpn.head.cls_logits": "rpn_cls_logits_fpn2",
+             "rpn.head.bbox_pred": "rpn_bbox_pred_fpn2", "roi_heads.box_predictor.cls_score": "cls_score",
+             "roi_heads.box_predictor.bbox_pred": "bbox_pred", "roi_heads.mask_predictor.deconv": "conv5_mask",
+             "roi_heads.mask_predictor.predictor": "mask_fcn_logits", "roi_heads.box_head.fc1": "fc6"}
+    for k, v in sd.items():
+        if k.startswith(BU):
+            continue
+        normed = ".norm." in k
+        module, param = k.replace(".norm.", ".").rsplit(".", 1) if normed else k.rsplit(".", 1)
+        m = re.match(r"^backbone\.fpn_(lateral|output)(\d)$", module)
+        if m:
+            stage = int(m[2])
+            if m[1] == "lateral":
+                prefix = f"fpn_inner_res{stage}_{last_block[stage]}_sum" + ("_lateral" if stage < 5 else "")
+            else:
+                prefix = f"fpn_res{stage}_{last_block[stage]}_sum"
+        elif re.match(r"^roi_heads\.box_head\.conv\d+$", module):
+            prefix = f"head_conv{module[-1]}"
+        elif re.match(r"^roi_heads\.mask_head\.mask_fcn\d+$", module):
+            prefix = f"_mask_fcn{module[-1]}"
+        elif module in plain:
+            prefix = plain[module]
+        else:
+            raise AssertionError(f"no Detectron name for {k}")
+        suffix = f"_gn_{'s' if param == 'weight' else 'b'}" if normed else {"weight": "_w", "bias": "_b"}[param]
+        blobs[prefix + suffix] = _np(v)
+    return blobs

@@ -99,8 +99,12 @@ def test_resolve_config_path(tmp_path):
     assert resolve_config_path("tiny/Tiny-CPU.yaml") == str(CONFIGS_DIR / "tiny" / "Tiny-CPU.yaml")
     own = _yaml(tmp_path, "SEED: 1\n")
     assert resolve_config_path(own) == own
-    with pytest.raises(FileNotFoundError, match=r"Config file 'gn_mask_rnn.yaml' not found .*Available in .*gn_mask_rcnn.yaml"):
+    with pytest.raises(FileNotFoundError) as e:
         resolve_config_path("gn_mask_rnn.yaml")
+    assert str(e.value) == ("config file 'gn_mask_rnn.yaml' not found (as a path, or in configs/ and configs/tiny/); "
+                            "did you mean gn_mask_rcnn.yaml?")
+    with pytest.raises(FileNotFoundError, match=r"; did you mean tiny/gn_mask_rcnn_shapes.yaml\?$"):
+        resolve_config_path("gn_mask_rcnn_shape.yaml")
 
 
 def test_norm_options_from_cfg():

@@ -180,8 +180,9 @@ def test_train_net_records_the_device_used_and_trains_with_cpu_amp(data, tmp_pat
 def test_train_net_cuda_without_cuda_is_one_line_before_anything_runs(data, tmp_path):
     proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, tmp_path / "out", "MODEL.DEVICE", "cuda")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user's mistake: one line, exit 2 (issue 11's standard), nothing written
     assert proc.stderr.strip() == "train_net.py: error: " + NO_CUDA.format(torch.__version__)
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ on a GPU (scripts/gpu_check.sh)

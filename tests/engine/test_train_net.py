@@ -41,9 +41,11 @@ def data(tmp_path_factory):
 
 
 def _argv(data, out_dir, *extra, opts=()):
+    """Evaluations at iterations 1, 3 and 4: right after the checkpoints of 1 and 3 (resume checks that
+    an evaluation does not move the training RNG streams)."""
     flags, _ = data
     return ["--config", CONFIG, *flags, *extra, "DATASETS.TRAIN", "('e2e_train',)", "DATASETS.TEST", "('e2e_val',)",
-            "OUTPUT_DIR", str(out_dir), *opts]
+            "TEST.EVAL_PERIOD", "2", "OUTPUT_DIR", str(out_dir), *opts]
 
 
 def _main(argv):
@@ -133,23 +135,26 @@ def test_resume_after_dying_part_way_ends_bit_identical(trained, data, tmp_path,
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
     resumed_iters = [json.loads(x)["iteration"] for x in (tmp_path / "metrics.json").read_text().splitlines()]
     assert resumed_iters[-1] == MAX_ITER - 1 and 2 in resumed_iters  # the resumed run started at iteration 2
+    assert resumed_iters == sorted(set(resumed_iters))  # the crashed attempt's lines from 2 on were replaced
 
 
-def test_output_dir_not_writable_fails_before_training(data, tmp_path):
+def test_output_dir_not_writable_fails_before_training(data, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as e:
         train_net.invoke_main(_argv(data, blocker / "out"))
-    assert str(e.value).startswith(f"train_net.py: error: OUTPUT_DIR '{blocker / 'out'}' is not writable")
-    assert "pass a writable directory, e.g. OUTPUT_DIR ./output" in str(e.value)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f"train_net.py: error: OUTPUT_DIR '{blocker / 'out'}' is not writable "
+                                       f"('{blocker}' is a file); pass a writable directory, e.g. OUTPUT_DIR ./output\n")
 
 
-def test_ims_per_batch_not_divisible_fails_before_spawning(data, tmp_path):
+def test_ims_per_batch_not_divisible_fails_before_spawning(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        train_net.invoke_main(_argv(data, tmp_path, "--num-gpus", "2", opts=("SOLVER.IMS_PER_BATCH", "3")))
-    assert str(e.value) == ("train_net.py: error: SOLVER.IMS_PER_BATCH=3 is not divisible by the number of "
-                            "processes (2); set SOLVER.IMS_PER_BATCH to a multiple of 2 or change "
-                            "--num-gpus/--num-machines")
+        train_net.invoke_main(_argv(data, tmp_path / "out", "--num-gpus", "2", opts=("SOLVER.IMS_PER_BATCH", "3")))
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("train_net.py: error: SOLVER.IMS_PER_BATCH=3 is not divisible by the number of "
+                                       "processes (2); set SOLVER.IMS_PER_BATCH to a multiple of 2 or change "
+                                       "--num-gpus/--num-machines\n")
     assert not os.listdir(tmp_path)
 
 

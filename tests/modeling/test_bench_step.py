@@ -59,7 +59,7 @@ def test_cuda_mode_without_cuda_is_one_line(capsys):
     with pytest.raises(SystemExit):
         _bench_module().main(["--device", "cuda", "--config", "tiny/mask_rcnn_R_18_FPN_gn.yaml"])
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "bench_step.py: error: --device cuda but CUDA is not available on this machine; use --device cpu")
+        "bench_step.py: error: --device cuda but CUDA is not available on this machine; use --device cpu (see --help)")
 
 
 @pytest.mark.slow
