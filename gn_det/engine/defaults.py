@@ -24,6 +24,7 @@ from gn_det.utils.file_io import atomic_write_text
 from . import hooks
 from .events import ConsoleWriter, JSONWriter, TensorboardWriter
 from .distributed import wrap_data_parallel
+from .precise_bn import has_bn_stats
 from .resume import ResumableSchedule
 from .solver import build_gradient_clipper
 from .solver import build_lr_scheduler as _build_lr_scheduler
@@ -220,7 +221,7 @@ class DefaultTrainer(SimpleTrainer):
         cfg = self.cfg
         out: List[hooks.HookBase] = [hooks.LRScheduler(self.optimizer, self.scheduler)]
         model = unwrap_model(self.model)
-        if cfg.TEST.PRECISE_BN.ENABLED and cfg.DATASETS.TEST and hooks.has_bn_stats(model):
+        if cfg.TEST.PRECISE_BN.ENABLED and cfg.DATASETS.TEST and has_bn_stats(model):
             out.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, model, self._precise_bn_loader,
                                        cfg.TEST.PRECISE_BN.NUM_ITER))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))

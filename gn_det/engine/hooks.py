@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Callable, Dict, Iterable, List, Mapping
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from torch import nn
 from gn_det.checkpoint.checkpointer import Checkpointer, preserved_rng
 from gn_det.utils import comm
 
-from .precise_bn import has_bn_stats, update_bn_stats
+from .precise_bn import update_bn_stats
 from .train_loop import HookBase
 
 logger = logging.getLogger(__name__)
