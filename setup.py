@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Group / Switchable Normalization for Mask R-CNN and Faster R-CNN on torchvision",
     packages=find_packages(include=["gn_det", "gn_det.*"]),
-    package_data={"gn_det": ["benchmark/*.yaml", "benchmark/*.csv"]},
+    package_data={"gn_det": ["benchmark/*.yaml", "benchmark/*.csv", "checkpoint/*.csv"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",

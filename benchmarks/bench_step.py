@@ -3,8 +3,8 @@
 
 The input is the one detectron2's CPU figures were taken on (issue 4, Speed): one 3x512x640 image
 with 3 ground-truth boxes and masks, 80 classes, random-init model, 2 threads, 2 warm-up steps.
-INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN are set to 512 / 640 so the model's resize keeps the image
-at 512x640 (detectron2 resizes in its loader, so its model saw 512x640 too).
+The model runs on the image as given (512x640: the loader resizes, not the model, as in detectron2);
+INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN are set to 512 / 640 to record that size in the config.
 
     python benchmarks/bench_step.py --config mask_rcnn_R_50_FPN_3x_frozenbn.yaml [--iters 5] [KEY VALUE ...]
     python benchmarks/bench_step.py --torchvision-reference   # torchvision's maskrcnn_resnet50_fpn, same input
