@@ -54,7 +54,8 @@ class ROIPooler(nn.Module):
         self.pooler_type = pooler_type
 
     def _pool(self, x: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
-        rois = rois.to(x.dtype)  # as detectron2's ROIAlign: the boxes follow the features' dtype
+        if x.dtype != rois.dtype:  # half features (autocast, .half()): pool in float32, keep the boxes' precision
+            return self._pool(x.float(), rois.float(), scale).to(x.dtype)
         if self.pooler_type == "ROIPool":
             return roi_pool(x, rois, self.output_size, scale)
         return roi_align(x, rois, self.output_size, scale, self.sampling_ratio, aligned=self.pooler_type == "ROIAlignV2")
