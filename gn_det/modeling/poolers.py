@@ -43,7 +43,8 @@ class ROIPooler(nn.Module):
         if pooler_type not in POOLER_TYPES:
             raise ValueError(f"{key}={pooler_type!r} is not a pooler type; use one of {list(POOLER_TYPES)}")
         levels = [math.log2(s) for s in strides]
-        if any(lv != int(lv) for lv in levels) or [int(lv) for lv in levels] != list(range(int(levels[0]), int(levels[0]) + len(levels))):
+        consecutive = list(range(int(levels[0]), int(levels[0]) + len(levels)))
+        if any(lv != int(lv) for lv in levels) or [int(lv) for lv in levels] != consecutive:
             raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES {list(in_features)} must be consecutive pyramid levels "
                              f"(strides doubling from one to the next), got strides {list(strides)}")
         self.in_features = list(in_features)

@@ -255,3 +255,27 @@ def test_unknown_pooler_type_names_the_key():
     with pytest.raises(ValueError, match=r"MODEL.ROI_MASK_HEAD.POOLER_TYPE='ROIAlignV3' is not a pooler type; use one of "
                                          r"\['ROIAlignV2', 'ROIAlign', 'ROIPool'\]"):
         build_model(recipe_cfg(RECIPES["FrozenBN 1x"], "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV3"))
+
+
+def test_roipool_and_level_assignment_formulas():
+    """POOLER_TYPE ROIPool is Fast R-CNN's max pooling over rounded RoIs (detectron2's ROIPool = torchvision's
+    roi_pool); boxes go to the level of FPN eq. 1, clamped to the pooler's levels."""
+    from gn_det.modeling.poolers import ROIPooler
+
+    g = torch.Generator().manual_seed(0)
+    feats = {"p2": torch.randn(1, 3, 40, 48, generator=g), "p3": torch.randn(1, 3, 20, 24, generator=g)}
+    boxes = torch.tensor([[3.2, 5.7, 40.1, 33.3], [10, 10, 150, 140], [60, 8, 61, 9], [-40, -40, 200, 200]])
+    pooled = ROIPooler(["p2", "p3"], [4, 8], 4, 0, "ROIPool")(feats, [boxes], [(160, 192)])
+    for box, got in zip(boxes.tolist(), pooled):
+        k = min(fpn_level(box), 3)
+        f, scale = feats[f"p{k}"][0].numpy(), 1 / 2 ** k
+        height, width = f.shape[1:]
+        x1, y1, x2, y2 = [int(math.copysign(math.floor(abs(v * scale) + 0.5), v)) for v in box]  # C's round()
+        bw, bh = max(x2 - x1 + 1, 1) / 4, max(y2 - y1 + 1, 1) / 4
+        for ph in range(4):
+            for pw in range(4):
+                hs, he = [min(max(v + y1, 0), height) for v in (math.floor(ph * bh), math.ceil((ph + 1) * bh))]
+                ws, we = [min(max(v + x1, 0), width) for v in (math.floor(pw * bw), math.ceil((pw + 1) * bw))]
+                ref = f[:, hs:he, ws:we].reshape(3, -1).max(axis=1) if he > hs and we > ws else np.zeros(3)
+                np.testing.assert_allclose(got[:, ph, pw].numpy(), ref, rtol=0, atol=1e-6)
+    assert [fpn_level(b) for b in boxes.tolist()] == [2, 3, 2, 4]  # the last pools from P3: the pooler's top level
