@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Group / Switchable Normalization for Mask R-CNN and Faster R-CNN on torchvision",
     packages=find_packages(include=["gn_det", "gn_det.*"]),
-    package_data={"gn_det": ["benchmark/*.yaml", "benchmark/*.csv"]},
+    package_data={"gn_det": ["benchmark/*.yaml", "benchmark/*.csv", "checkpoint/*.csv"]},
     python_requires=">=3.10",  # torch 2.9's floor
     install_requires=[
         # Tested: torch 2.9.1 / torchvision 0.24.1 and 2.14.1 / 0.29.1 (the quick suite, CPU); the GPU

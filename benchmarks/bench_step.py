@@ -3,8 +3,8 @@
 
 CPU (default): the input detectron2's CPU figures were taken on (issue 4, Speed): one 3x512x640 image
 with 3 ground-truth boxes and masks, 80 classes, random-init model, 2 threads, 2 warm-up steps, no
-optimizer. INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN are set to the image size so the model's resize keeps
-it (detectron2 resizes in its loader, so its model saw 512x640 too).
+optimizer. The model runs on the image as given (the loader resizes, not the model, as in detectron2);
+INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN are set to the image size to record that size in the config.
 
 CUDA (``--device cuda``, issue 10): a full iteration (forward, backward, SGD step) with 2 images per
 GPU at 800x1333, in float32 or with ``--amp`` (float16 autocast + GradScaler; ``--amp-dtype bfloat16``

@@ -35,7 +35,7 @@ TORCHVISION = InputConvention(
 )
 TORCHVISION_DETECTION_V1 = InputConvention(
     "RGB", _IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB, False, "FrozenBN", "configs/weights/torchvision_detection.yaml",
-    bn_eps=0.0,
+    bn_eps=0.0, pooler_type="ROIAlign",  # torchvision's MultiScaleRoIAlign: aligned=False
 )
 SN_IMAGENET = InputConvention("RGB", _IMAGENET_MEAN_RGB, _IMAGENET_STD_RGB, False, "SN", "configs/weights/sn_imagenet.yaml")
 
@@ -47,9 +47,9 @@ def _close(a: Sequence[float], b: Sequence[float]) -> bool:
 def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConvention, None]) -> List[str]:
     """Warn (log and return the messages) where cfg disagrees with how the weights were trained.
 
-    Checks INPUT.FORMAT, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1 (and MODEL.BN.EPSILON
-    where the source fixes it) against the
-    convention of the detected source (``LoadReport.format``); an unknown convention checks nothing.
+    Checks INPUT.FORMAT, MODEL.PIXEL_MEAN, MODEL.PIXEL_STD, MODEL.RESNETS.STRIDE_IN_1X1 (and MODEL.BN.EPSILON and
+    the RoI heads' POOLER_TYPE where the source fixes them) against the convention of the detected source
+    (``LoadReport.format``); an unknown convention checks nothing.
     """
     if isinstance(weights_format, DetectedFormat):
         source, convention = weights_format.description, weights_format.convention
@@ -57,7 +57,8 @@ def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConv
         source, convention = "the weights", weights_format
     if convention is None:
         return []
-    fix = f"merge {convention.recipe} into your config or set the key to the weights' value"
+    fix = (f"merge {convention.recipe} into your config or set the key to the weights' value" if convention.recipe
+           else "set the key to the weights' value")
     found = []
     if str(cfg.INPUT.FORMAT).upper() != convention.input_format:
         found.append(("INPUT.FORMAT", cfg.INPUT.FORMAT, convention.input_format))
@@ -70,6 +71,10 @@ def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConv
         found.append(("MODEL.RESNETS.STRIDE_IN_1X1", cfg.MODEL.RESNETS.STRIDE_IN_1X1, stride))
     if convention.bn_eps is not None and not math.isclose(cfg.MODEL.BN.EPSILON, convention.bn_eps, abs_tol=1e-12):
         found.append(("MODEL.BN.EPSILON", cfg.MODEL.BN.EPSILON, convention.bn_eps))
+    if convention.pooler_type is not None:
+        heads = ("ROI_BOX_HEAD", "ROI_MASK_HEAD") if cfg.MODEL.MASK_ON else ("ROI_BOX_HEAD",)
+        found.extend((f"MODEL.{h}.POOLER_TYPE", cfg.MODEL[h].POOLER_TYPE, convention.pooler_type)
+                     for h in heads if cfg.MODEL[h].POOLER_TYPE != convention.pooler_type)
     messages = [
         f"{key}={value!r} disagrees with MODEL.WEIGHTS ({source}; {convention.how_known}): "
         f"they expect {key}={expected!r}; {fix}"
@@ -80,8 +85,13 @@ def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConv
     return messages
 
 
-def convention_from_config_file(path: str) -> Optional[InputConvention]:
-    """The convention recorded in an OUTPUT_DIR's config.yaml (our own checkpoints), or None."""
+def convention_from_config_file(path: str, *, mergeable: bool = True,
+                                default_pooler: Optional[str] = "ROIAlign") -> Optional[InputConvention]:
+    """The convention recorded in an OUTPUT_DIR's config.yaml (gn_det's or detectron2's: same key names),
+    or None when there is none or it does not record these keys. ``mergeable``: the file can be merged
+    into a gn_det config (the warning then suggests it). ``default_pooler``: the pooler of a config.yaml
+    without ROI_BOX_HEAD.POOLER_TYPE (gn_det wrote none before the key existed and pooled with
+    torchvision's aligned=False RoIAlign)."""
     import yaml
 
     try:
@@ -94,8 +104,9 @@ def convention_from_config_file(path: str) -> Optional[InputConvention]:
             pixel_std=tuple(float(x) for x in model["PIXEL_STD"]),
             stride_in_1x1=bool(model.get("RESNETS", {})["STRIDE_IN_1X1"]),
             norm=str(model.get("RESNETS", {}).get("NORM", "")),
-            recipe=path,
+            recipe=path if mergeable else "",
             how_known=f"recorded in {path}",
+            pooler_type=(model.get("ROI_BOX_HEAD") or {}).get("POOLER_TYPE", default_pooler),
         )
     except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError):
         return None

@@ -28,9 +28,10 @@ class InputConvention:
     pixel_std: Tuple[float, float, float]  # MODEL.PIXEL_STD
     stride_in_1x1: Optional[bool]  # MODEL.RESNETS.STRIDE_IN_1X1; None when the weights have no backbone
     norm: str  # the backbone norm they were trained with (MODEL.RESNETS.NORM to use)
-    recipe: str  # configs/weights/*.yaml snippet that sets all of the above
-    how_known: str = "published recipe"  # or "inferred from the checkpoint's norms", "config.yaml beside it"
+    recipe: str  # a config to merge that sets all of the above (configs/weights/*.yaml, config.yaml); "" = none
+    how_known: str = "published recipe"  # or "recorded in ...", "guessed from the checkpoint's norms ..."
     bn_eps: Optional[float] = None  # MODEL.BN.EPSILON the BN statistics were used with; None = not checked
+    pooler_type: Optional[str] = None  # MODEL.ROI_{BOX,MASK}_HEAD.POOLER_TYPE the heads were trained with; None = not checked
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from . import conventions as conv
 from .c2_names import C2_BACKBONE_KEY, C2_HEAD_KEY, rename_c2_key
 from .converted import BN, GN, ConvertedWeights, DetectedFormat, InputConvention
 from .detectron2_names import rename_detectron2_key, to_torchvision_class_layout
+from .detectron2_zoo import detectron2_zoo_convention
 from .resnet_names import rename_resnet_key
 from .safe_load import WeightsFileError
 from .tv_detection_names import rename_tv_detection_key
@@ -141,11 +142,17 @@ def _convert_detectron2(flat, meta, path):
         converted.tensors.pop(key, None)
     converted.notes.extend(to_torchvision_class_layout(converted.tensors))
     if str(meta.get("__author__", "")).lower() == "torchvision":
-        convention = conv.TORCHVISION
-    else:
+        return converted, conv.TORCHVISION
+    # what is recorded wins: the zoo recipe of a model-zoo file, else the run's config.yaml beside it
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    convention = detectron2_zoo_convention(path) or (
+        conv.convention_from_config_file(config, mergeable=False, default_pooler=None) if os.path.isfile(config) else None)
+    if convention is None:  # nothing recorded: detectron2's usual pairing of norm and ImageNet weights
         kind = _backbone_norm_kind(converted.tensors, "backbone.bottom_up.stem.conv1.norm")
         base = conv.MSRA_CAFFE2 if kind == BN else conv.FAIR_CAFFE2_GN
-        convention = InputConvention(**{**base.__dict__, "how_known": "inferred from the checkpoint's norms"})
+        convention = InputConvention(**{**base.__dict__, "pooler_type": "ROIAlignV2", "how_known": (
+            "guessed from the checkpoint's norms: no config.yaml beside it and not a known detectron2 model-zoo "
+            "file name")})
     return converted, convention
 
 
@@ -153,7 +160,8 @@ def _convert_tv_detection(flat, meta, path):
     box_convs = len({k.split(".")[2] for k in flat if re.match(r"^roi_heads\.box_head\.\d+\.0\.weight$", k)})
     converted = ConvertedWeights.renamed(flat, lambda k: rename_tv_detection_key(k, box_convs))
     if any(re.match(r"^backbone\.fpn\.inner_blocks\.\d+\.1\.", k) for k in flat):  # v2: BN in FPN/heads
-        convention = InputConvention(**{**conv.TORCHVISION.__dict__, "how_known": "torchvision v2 detector"})
+        convention = InputConvention(**{**conv.TORCHVISION.__dict__, "pooler_type": "ROIAlign",
+                                        "how_known": "torchvision v2 detector"})
     else:
         convention = conv.TORCHVISION_DETECTION_V1
     return converted, convention

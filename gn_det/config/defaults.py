@@ -79,6 +79,9 @@ _C.MODEL.FPN.FUSE_TYPE = "sum"  # "sum" or "avg" of top-down and lateral
 _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32], [64], [128], [256], [512]]  # one list per FPN level P2-P6
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height / width
+# Position of the first anchor centre, in strides from the image's top-left corner, in [0, 1):
+# 0.0 puts centres at (i * stride, j * stride) (detectron2's and torchvision's default), 0.5 at cell centres
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
 
 _C.MODEL.RPN = CN()
 # Pyramid levels the RPN predicts on; one ANCHOR_GENERATOR.SIZES entry each
@@ -123,6 +126,9 @@ _C.MODEL.ROI_BOX_HEAD.NORM = ""  # norm after each conv of the box head
 _C.MODEL.ROI_BOX_HEAD.CONV = ""  # box-head convs: "" = plain, "WS" = Weight Standardization
 _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7  # RoIAlign output size for the box head
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2
+# Pooling op (detectron2's names): "ROIAlignV2" (RoIAlign with aligned=True, half-pixel shift: detectron2's
+# default), "ROIAlign" (aligned=False: torchvision's detectors and checkpoints trained with it), "ROIPool"
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
 # (wx, wy, ww, wh) scaling of box deltas (Fast R-CNN's 10, 10, 5, 5)
 _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -135,15 +141,20 @@ _C.MODEL.ROI_MASK_HEAD.CONV = ""  # mask-head convs: "" = plain, "WS" = Weight S
 # RoIAlign output size for the mask head (masks predicted at 2x this)
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # 0 = adaptive, as in detectron2
+_C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"  # as MODEL.ROI_BOX_HEAD.POOLER_TYPE
 
 # ---------------------------------------------------------------------------- #
 # Input
 # ---------------------------------------------------------------------------- #
 _C.INPUT = CN()
 _C.INPUT.FORMAT = "BGR"  # channel order the model sees: "BGR" (MSRA/Caffe2 weights) or "RGB"
-_C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge, one chosen at random per image in training
+# The loader resizes (detectron2's ResizeShortestEdge: PIL bilinear on the uint8 image, sides rounded
+# with int(x + 0.5)); the model only normalizes and pads, and maps eval outputs back to the original size.
+_C.INPUT.MIN_SIZE_TRAIN = (800,)  # shortest edge in training, drawn per image as MIN_SIZE_TRAIN_SAMPLING says
+# "choice": one of MIN_SIZE_TRAIN; "range": an integer uniformly in [MIN_SIZE_TRAIN[0], MIN_SIZE_TRAIN[1]]
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # cap on the longest edge in training
-_C.INPUT.MIN_SIZE_TEST = 800  # shortest edge in eval
+_C.INPUT.MIN_SIZE_TEST = 800  # shortest edge in eval; 0 = no resize
 _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longest edge in eval
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" or "none"
 _C.INPUT.MASK_FORMAT = "polygon"  # how masks are read ("polygon" or "bitmask" RLE); both decode to bitmaps

@@ -15,7 +15,7 @@ from .image_io import read_image
 from .mapper import DatasetMapper, annotations_to_target, segmentation_to_mask
 from .samplers import InferenceSampler, TrainingBatchSampler
 from .shapes import ensure_shapes_dataset, generate_shapes_dataset, register_shapes
-from .transforms import ResizeShortestEdge, hflip, resize_shortest_edge
+from .transforms import ResizeShortestEdge, hflip, resize_image, shortest_edge_size
 
 register_builtin_coco()
 register_shapes(f"{datasets_root()}/shapes")
@@ -24,7 +24,7 @@ __all__ = [
     "DatasetCatalog", "MetadataCatalog", "Metadata", "load_coco_json", "register_coco_instances",
     "register_from_cfg", "register_builtin_coco", "datasets_root", "DATASETS_ENV", "read_image",
     "DatasetMapper", "annotations_to_target", "segmentation_to_mask", "ResizeShortestEdge", "hflip",
-    "resize_shortest_edge", "TrainingBatchSampler", "InferenceSampler", "TrainLoader",
+    "resize_image", "shortest_edge_size", "TrainingBatchSampler", "InferenceSampler", "TrainLoader",
     "build_detection_train_loader", "build_detection_test_loader", "get_detection_dataset_dicts",
     "resolve_seed", "ensure_shapes_dataset", "generate_shapes_dataset", "register_shapes",
 ]

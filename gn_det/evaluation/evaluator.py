@@ -49,7 +49,9 @@ def _model_device(model: nn.Module) -> torch.device:
 def inference_on_dataset(model: nn.Module, data_loader: Iterable[List[tuple]],
                          evaluator: DatasetEvaluator) -> Dict[str, Dict[str, float]]:
     """Run ``model`` in eval mode over ``data_loader`` (batches of ``(image, dataset_dict)``), return
-    ``evaluator.evaluate()``. Rank 0 shows a tqdm progress bar; every rank must call this."""
+    ``evaluator.evaluate()``. The loader has resized each image; its dataset dict's "height"/"width" (the
+    original size) go to the model as ``original_sizes``, so the outputs are in original image pixels.
+    Rank 0 shows a tqdm progress bar; every rank must call this."""
     evaluator.reset()
     device = _model_device(model)
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
@@ -61,8 +63,10 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[List[tuple]],
         for batch in data_loader:
             images = [img.to(device, non_blocking=True) for img, _ in batch]
             inputs = [d for _, d in batch]
+            sizes = [(d["height"], d["width"]) if "height" in d and "width" in d else tuple(img.shape[-2:])
+                     for img, d in batch]
             t0 = time.perf_counter()
-            outputs = model(images)
+            outputs = model(images, original_sizes=sizes)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             compute += time.perf_counter() - t0

@@ -1,10 +1,14 @@
 """The detectors: torchvision's FasterRCNN / MaskRCNN assembled from gn_det's backbone, RPN and heads."""
 from __future__ import annotations
 
+from typing import Dict, List, Optional, Sequence
+
+import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN as _TorchvisionGeneralizedRCNN
 
+from .anchors import feature_strides
 from .registry import BACKBONE_REGISTRY, META_ARCH_REGISTRY
 from .roi_heads import build_roi_heads
 from .rpn import build_rpn
@@ -22,6 +26,24 @@ class _Assembled:
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module) -> None:
         _TorchvisionGeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
 
+    def forward(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None,
+                original_sizes: Optional[Sequence[Sequence[int]]] = None):
+        """Training: torchvision's ``model(images, targets)`` -> dict of losses. Eval: per image the detections
+        in the coordinates of ``original_sizes`` ((height, width) per image, e.g. the size before the loader
+        resized it: detectron2's "height"/"width"), or of the images as given when omitted."""
+        if self.training:
+            return super().forward(images, targets)
+        sizes = [tuple(img.shape[-2:]) for img in images] if original_sizes is None else list(original_sizes)
+        if len(sizes) != len(images):
+            raise ValueError(f"original_sizes has {len(sizes)} entries for {len(images)} images; give one "
+                             "(height, width) per image")
+        image_list, _ = self.transform(images)
+        features = self.backbone(image_list.tensors)
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes,
+                                          [(int(h), int(w)) for h, w in sizes])
+
 
 class GNFasterRCNN(_Assembled, FasterRCNN):
     """torchvision FasterRCNN built from config parts (gn_det backbone, RPN head, box head)."""
@@ -32,16 +54,13 @@ class GNMaskRCNN(_Assembled, MaskRCNN):
 
 
 def build_transform(cfg) -> RCNNTransform:
-    """The resize/normalize/batch step of INPUT.* and MODEL.PIXEL_MEAN/STD."""
+    """The normalize/pad step of MODEL.PIXEL_MEAN/STD (the loader resizes, per INPUT.*)."""
     if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
         raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB', got {cfg.INPUT.FORMAT!r}")
     for key in ("PIXEL_MEAN", "PIXEL_STD"):
         if len(cfg.MODEL[key]) != 3:
             raise ValueError(f"MODEL.{key} needs 3 values (one per channel, INPUT.FORMAT order), got {cfg.MODEL[key]}")
-    i = cfg.INPUT
-    min_size_train = [i.MIN_SIZE_TRAIN] if isinstance(i.MIN_SIZE_TRAIN, int) else list(i.MIN_SIZE_TRAIN)
-    return RCNNTransform(min_size_train, i.MAX_SIZE_TRAIN, i.MIN_SIZE_TEST, i.MAX_SIZE_TEST,
-                         cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+    return RCNNTransform(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 
 
 @META_ARCH_REGISTRY.register("GeneralizedRCNN")
@@ -51,7 +70,9 @@ def build_generalized_rcnn(cfg) -> FasterRCNN:
     if not isinstance(getattr(backbone, "out_channels", None), int):
         raise TypeError(f"Backbone {cfg.MODEL.BACKBONE.NAME!r} must have an int attribute out_channels "
                         "(see BACKBONE_REGISTRY's contract)")
-    rpn = build_rpn(cfg, backbone.out_channels)
-    roi_heads = build_roi_heads(cfg, backbone.out_channels)
+    rpn = build_rpn(cfg, backbone.out_channels, feature_strides(backbone, cfg.MODEL.RPN.IN_FEATURES,
+                                                                "MODEL.RPN.IN_FEATURES"))
+    roi_heads = build_roi_heads(cfg, backbone.out_channels, feature_strides(backbone, cfg.MODEL.ROI_HEADS.IN_FEATURES,
+                                                                            "MODEL.ROI_HEADS.IN_FEATURES"))
     model_class = GNMaskRCNN if cfg.MODEL.MASK_ON else GNFasterRCNN
     return model_class(backbone, rpn, roi_heads, build_transform(cfg))

@@ -27,5 +27,7 @@ META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """
 Whole detectors, selected by MODEL.META_ARCHITECTURE. A builder is ``builder(cfg) -> nn.Module`` with
 torchvision's calling convention: ``model(images, targets)`` -> dict of losses in training,
-``model(images)`` -> list of per-image result dicts in eval.
+``model(images, original_sizes=None)`` -> list of per-image result dicts in eval, in the pixels of
+``original_sizes`` ((height, width) per image; inference_on_dataset passes the dataset's) when given.
+Images arrive resized by the loader.
 """

@@ -2,15 +2,15 @@
 their predictors, and torchvision's RoIHeads (matching, sampling, losses, post-processing) around them."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import MultiScaleRoIAlign
 
 from .blocks import Conv2d, ConvFn, NormFn, c2_msra_fill, c2_xavier_fill, conv_fn, norm_fn
+from .poolers import ROIPooler
 from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
 
@@ -128,13 +128,16 @@ class MaskPredictor(nn.Module):
         return self.predictor(F.relu(self.deconv(x)))
 
 
-def _pooler(cfg, resolution: int, sampling_ratio: int) -> MultiScaleRoIAlign:
-    """RoIAlign over MODEL.ROI_HEADS.IN_FEATURES, level by box size (canonical 224 px at level 4, FPN eq. 1)."""
-    return MultiScaleRoIAlign(list(cfg.MODEL.ROI_HEADS.IN_FEATURES), resolution, sampling_ratio)
+def _pooler(cfg, head: str, strides: Sequence[int]) -> ROIPooler:
+    """The MODEL.<head>.POOLER_TYPE pooler over MODEL.ROI_HEADS.IN_FEATURES (strides ``strides``)."""
+    h = cfg.MODEL[head]
+    return ROIPooler(cfg.MODEL.ROI_HEADS.IN_FEATURES, strides, h.POOLER_RESOLUTION, h.POOLER_SAMPLING_RATIO,
+                     h.POOLER_TYPE, key=f"MODEL.{head}.POOLER_TYPE")
 
 
-def build_roi_heads(cfg, in_channels: int) -> RoIHeads:
-    """torchvision's RoIHeads with MODEL.ROI_HEADS thresholds and the registered box (and mask) heads."""
+def build_roi_heads(cfg, in_channels: int, strides: Sequence[int]) -> RoIHeads:
+    """torchvision's RoIHeads with MODEL.ROI_HEADS thresholds, the registered box (and mask) heads, and
+    detectron2's poolers over MODEL.ROI_HEADS.IN_FEATURES, whose strides are ``strides``."""
     r, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
     if r.NAME != "StandardROIHeads":
         raise ValueError(f"MODEL.ROI_HEADS.NAME must be 'StandardROIHeads' (torchvision's RoIHeads; choose the heads "
@@ -145,12 +148,12 @@ def build_roi_heads(cfg, in_channels: int) -> RoIHeads:
     mask_predictor: Optional[nn.Module] = None
     if cfg.MODEL.MASK_ON:
         m = cfg.MODEL.ROI_MASK_HEAD
-        mask_pool = _pooler(cfg, m.POOLER_RESOLUTION, m.POOLER_SAMPLING_RATIO)
+        mask_pool = _pooler(cfg, "ROI_MASK_HEAD", strides)
         mask_head = ROI_MASK_HEAD_REGISTRY.get(m.NAME, key="MODEL.ROI_MASK_HEAD.NAME")(cfg, in_channels)
         mask_predictor = MaskPredictor(mask_head.out_channels, r.NUM_CLASSES)
     bg_thresh, fg_thresh = split_iou_thresholds(r.IOU_THRESHOLDS, "MODEL.ROI_HEADS.IOU_THRESHOLDS")
     return RoIHeads(
-        _pooler(cfg, box.POOLER_RESOLUTION, box.POOLER_SAMPLING_RATIO), box_head,
+        _pooler(cfg, "ROI_BOX_HEAD", strides), box_head,
         BoxPredictor(box_head.out_features, r.NUM_CLASSES),
         fg_iou_thresh=fg_thresh, bg_iou_thresh=bg_thresh, batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
         positive_fraction=r.POSITIVE_FRACTION, bbox_reg_weights=tuple(box.BBOX_REG_WEIGHTS),

@@ -1,20 +1,21 @@
-"""Region Proposal Network: torchvision's RPN (anchors, matching, sampling, losses, NMS) with a head
-whose 3x3 conv may take a norm (MODEL.RPN.HEAD_NORM, one per level for norms with running statistics)
-and be WS (MODEL.RPN.HEAD_CONV), reading only MODEL.RPN.IN_FEATURES."""
+"""Region Proposal Network: torchvision's RPN (matching, sampling, losses, NMS) with detectron2's anchors
+(gn_det.modeling.anchors) and a head whose 3x3 conv may take a norm (MODEL.RPN.HEAD_NORM, one per level for
+norms with running statistics) and be WS (MODEL.RPN.HEAD_CONV), reading only MODEL.RPN.IN_FEATURES."""
 from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from gn_det.config import norm_options_from_cfg
 from gn_det.layers import applies_activation, get_conv, get_norm, norm_traits, per_level_norms
+
+from .anchors import build_anchor_generator
 
 
 class RPNHead(nn.Module):
@@ -74,25 +75,6 @@ class RPN(RegionProposalNetwork):
         return super().forward(images, selected, targets)
 
 
-def build_anchor_generator(cfg) -> AnchorGenerator:
-    """Anchors of MODEL.ANCHOR_GENERATOR: SIZES per level; ASPECT_RATIOS (h/w) per level or one for all."""
-    sizes = [tuple(float(s) for s in level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES]
-    ratios = [tuple(float(r) for r in level) for level in cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS]
-    num_levels = len(cfg.MODEL.RPN.IN_FEATURES)
-    if len(sizes) != num_levels:
-        raise ValueError(f"MODEL.ANCHOR_GENERATOR.SIZES has {len(sizes)} levels but MODEL.RPN.IN_FEATURES has "
-                         f"{num_levels} ({list(cfg.MODEL.RPN.IN_FEATURES)}); give one list of sizes per level")
-    if len(ratios) == 1:
-        ratios = ratios * num_levels
-    if len(ratios) != num_levels:
-        raise ValueError(f"MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS must have 1 or {num_levels} lists, got {len(ratios)}")
-    per_location = {len(s) * len(r) for s, r in zip(sizes, ratios)}
-    if len(per_location) != 1:
-        raise ValueError("MODEL.ANCHOR_GENERATOR: every level needs the same number of anchors per location "
-                         f"(len(SIZES[i]) * len(ASPECT_RATIOS[i])), got {sorted(per_location)}")
-    return AnchorGenerator(tuple(sizes), tuple(ratios))
-
-
 def build_rpn_head_norm(cfg, channels: int, num_levels: int) -> Union[nn.Module, nn.ModuleList, None]:
     """MODEL.RPN.HEAD_NORM for a head run on ``num_levels`` levels: one norm, or one per level.
 
@@ -108,10 +90,11 @@ def build_rpn_head_norm(cfg, channels: int, num_levels: int) -> Union[nn.Module,
     return per_level_norms(make, num_levels)
 
 
-def build_rpn(cfg, in_channels: int) -> RPN:
-    """torchvision's RPN with the thresholds, sample sizes and top-k of MODEL.RPN."""
+def build_rpn(cfg, in_channels: int, strides: Sequence[int]) -> RPN:
+    """torchvision's RPN with the thresholds, sample sizes and top-k of MODEL.RPN, and detectron2's anchors
+    for the levels of MODEL.RPN.IN_FEATURES, whose strides are ``strides``."""
     rpn = cfg.MODEL.RPN
-    anchors = build_anchor_generator(cfg)
+    anchors = build_anchor_generator(cfg, strides)
     norm = build_rpn_head_norm(cfg, in_channels, len(rpn.IN_FEATURES))
     head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], norm,
                    conv=get_conv(rpn.HEAD_CONV, key="MODEL.RPN.HEAD_CONV"))

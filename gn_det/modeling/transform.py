@@ -1,44 +1,42 @@
-"""Input handling: torchvision's GeneralizedRCNNTransform with separate train/test sizes and 0-255 pixels."""
+"""Input handling inside the model: normalize and pad (torchvision's GeneralizedRCNNTransform without
+its resize), and detectron2's post-processing back to each image's original size.
+
+The data loader resizes (gn_det.data: detectron2's ResizeShortestEdge, PIL bilinear on uint8), as in
+detectron2; resizing again here on floats would change the numbers a detectron2 checkpoint gives.
+"""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from .postprocess import detector_postprocess
 
 
 class RCNNTransform(GeneralizedRCNNTransform):
-    """Resize, normalize and batch images as detectron2 does, keeping torchvision's interface.
+    """Normalize with PIXEL_MEAN/STD and zero-pad the batch to a multiple of ``size_divisible`` (32, the
+    FPN's coarsest stride), keeping torchvision's interface; images keep the size they arrive at.
 
-    Training: shortest edge drawn at random from ``min_size_train`` (INPUT.MIN_SIZE_TRAIN, "choice"),
-    longest edge capped at ``max_size_train``; eval: ``min_size_test`` / ``max_size_test``.
-    Images arrive as float CHW in 0-255 in INPUT.FORMAT order, so PIXEL_MEAN/STD (same order and
-    scale) apply directly. Batches are zero-padded to a multiple of 32 (the FPN's coarsest stride).
+    Images are float CHW in 0-255 in INPUT.FORMAT order, so PIXEL_MEAN/STD (same order and scale) apply
+    directly. ``postprocess`` maps detections to the sizes given (detectron2's detector_postprocess).
     """
 
-    def __init__(self, min_size_train: Sequence[int], max_size_train: int, min_size_test: int, max_size_test: int,
-                 pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32) -> None:
-        super().__init__(min_size=tuple(int(s) for s in min_size_train), max_size=int(max_size_train),
-                         image_mean=[float(m) for m in pixel_mean], image_std=[float(s) for s in pixel_std],
-                         size_divisible=size_divisible)
-        self.min_size_test = int(min_size_test)
-        self.max_size_test = int(max_size_test)
-
-    def target_size(self) -> Tuple[int, int]:
-        """(shortest-edge size, longest-edge cap) for the next image in the current mode."""
-        if self.training:
-            return int(self.torch_choice(self.min_size)), self.max_size
-        return self.min_size_test, self.max_size_test
+    def __init__(self, pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32) -> None:
+        # min_size/max_size are unused: resize() below keeps each image as it is
+        super().__init__(min_size=1, max_size=1, image_mean=[float(m) for m in pixel_mean],
+                         image_std=[float(s) for s in pixel_std], size_divisible=size_divisible)
 
     def resize(self, image: torch.Tensor, target: Optional[Dict[str, torch.Tensor]] = None):
-        """Resize one image (and its boxes/masks) to the mode's size, keeping the aspect ratio."""
-        height, width = image.shape[-2:]
-        size, max_size = self.target_size()
-        image, target = _resize_image_and_masks(image, size, max_size, target, self.fixed_size)
-        if target is not None:
-            target["boxes"] = resize_boxes(target["boxes"], (height, width), image.shape[-2:])
+        """No resizing: the loader (or DefaultPredictor) has resized already."""
         return image, target
 
+    def postprocess(self, result: List[Dict[str, torch.Tensor]], image_shapes: List[Tuple[int, int]],
+                    original_image_sizes: List[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
+        """Eval detections on the ``image_shapes`` the model saw -> ``original_image_sizes`` coordinates."""
+        if self.training:
+            return result
+        return [detector_postprocess(r, shape, size) for r, shape, size in zip(result, image_shapes, original_image_sizes)]
+
     def extra_repr(self) -> str:
-        return (f"train: shortest edge in {self.min_size}, max {self.max_size}; "
-                f"test: shortest edge {self.min_size_test}, max {self.max_size_test}")
+        return f"normalize, pad to a multiple of {self.size_divisible}; no resize (the loader resizes)"

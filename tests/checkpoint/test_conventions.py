@@ -70,7 +70,13 @@ def test_torchvision_v1_detectors_need_frozen_bn_eps_0():
     assert check_input_conventions(cfg, conv.TORCHVISION_DETECTION_V1) == [
         "MODEL.BN.EPSILON=1e-05 disagrees with MODEL.WEIGHTS (the weights; published recipe): they expect "
         "MODEL.BN.EPSILON=0.0; merge configs/weights/torchvision_detection.yaml into your config or set the key "
-        "to the weights' value"]
+        "to the weights' value",
+        # torchvision's MultiScaleRoIAlign is aligned=False: detectron2's name for it is ROIAlign
+        "MODEL.ROI_BOX_HEAD.POOLER_TYPE='ROIAlignV2' disagrees with MODEL.WEIGHTS (the weights; published recipe): "
+        "they expect MODEL.ROI_BOX_HEAD.POOLER_TYPE='ROIAlign'; merge configs/weights/torchvision_detection.yaml "
+        "into your config or set the key to the weights' value"]
+    snippet = cfg_with("torchvision_detection.yaml")
+    assert (snippet.MODEL.ROI_BOX_HEAD.POOLER_TYPE, snippet.MODEL.ROI_MASK_HEAD.POOLER_TYPE) == ("ROIAlign", "ROIAlign")
 
 
 def test_unknown_convention_checks_nothing():
@@ -84,4 +90,59 @@ def test_own_checkpoint_reads_config_yaml_beside_it(tmp_path):
     found = conv.convention_from_config_file(str(tmp_path / "config.yaml"))
     assert (found.input_format, found.pixel_mean, found.pixel_std, found.stride_in_1x1) == (
         "RGB", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0), False)
+    assert found.pooler_type == "ROIAlign"  # written before POOLER_TYPE existed: torchvision's aligned=False pooler
     assert conv.convention_from_config_file(str(tmp_path / "missing.yaml")) is None
+
+
+# --- detectron2 files: what the zoo recipe or the run's config.yaml records, the guess only without either ---
+SCRATCH_9X_SYNCBN = "model_final_5ce33e.pkl"  # detectron2 model_zoo.py: Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn
+ZOO_MASK_RCNN_3X = "model_final_f10217.pkl"  # COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x
+
+
+def _write_d2(path, norm="SyncBN"):
+    from contract_model import contract_model
+    from writers import to_detectron2, write_pickle
+
+    sd = to_detectron2(contract_model(norm=norm).state_dict())
+    write_pickle(path, {"model": {k: v.numpy() for k, v in sd.items()}, "__author__": "Detectron2 Model Zoo"})
+
+
+def _warned_keys(cfg, path):
+    from gn_det.checkpoint import read_converted
+
+    _, fmt = read_converted(str(path))
+    return [m.split("=")[0] for m in check_input_conventions(cfg, fmt)], fmt.convention
+
+
+def test_zoo_file_uses_its_recipe(tmp_path):
+    """Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn records PIXEL_STD [57.375, 57.12, 58.395] and STRIDE_IN_1X1
+    False: its correct config draws no warning, the MSRA defaults draw both (the norm guess had it backwards)."""
+    _write_d2(tmp_path / SCRATCH_9X_SYNCBN)
+    right = cfg_with("msra_caffe2.yaml")
+    right.merge_from_list(["MODEL.PIXEL_STD", [57.375, 57.120, 58.395], "MODEL.RESNETS.STRIDE_IN_1X1", False])
+    keys, convention = _warned_keys(right, tmp_path / SCRATCH_9X_SYNCBN)
+    assert keys == [] and "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn.yaml" in convention.how_known
+    keys, _ = _warned_keys(get_cfg(), tmp_path / SCRATCH_9X_SYNCBN)
+    assert keys == ["MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1"]
+    _write_d2(tmp_path / ZOO_MASK_RCNN_3X, norm="FrozenBN")
+    assert _warned_keys(get_cfg(), tmp_path / ZOO_MASK_RCNN_3X)[0] == []
+    wrong = get_cfg()
+    wrong.merge_from_list(["MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlign"])
+    assert _warned_keys(wrong, tmp_path / ZOO_MASK_RCNN_3X)[0] == ["MODEL.ROI_BOX_HEAD.POOLER_TYPE"]
+
+
+def test_detectron2_run_reads_config_yaml_beside_it_else_guesses(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_d2(run / "model_final.pkl")
+    keys, convention = _warned_keys(get_cfg(), run / "model_final.pkl")  # SyncBN stats: guessed MSRA, no warning
+    assert keys == [] and convention.how_known.startswith("guessed from the checkpoint's norms")
+    data = {"INPUT": {"FORMAT": "BGR"}, "MODEL": {"PIXEL_MEAN": [103.53, 116.28, 123.675], "PIXEL_STD": [57.375, 57.12, 58.395],
+                                                "RESNETS": {"STRIDE_IN_1X1": False, "NORM": "SyncBN"},
+                                                "ROI_BOX_HEAD": {"POOLER_TYPE": "ROIAlignV2"}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(data))  # detectron2's OUTPUT_DIR layout
+    keys, convention = _warned_keys(get_cfg(), run / "model_final.pkl")
+    assert keys == ["MODEL.PIXEL_STD", "MODEL.RESNETS.STRIDE_IN_1X1"]
+    assert convention.how_known == f"recorded in {run / 'config.yaml'}" and convention.recipe == ""
+    message = check_input_conventions(get_cfg(), convention)[0]
+    assert message.endswith("; set the key to the weights' value")  # a detectron2 config is not merged into ours

@@ -128,7 +128,9 @@ def test_empty_training_set(make):
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False  # then empty images train with empty targets
     batch = _first_batch(cfg)
     assert [tuple(t["boxes"].shape) for _, t in batch] == [(0, 4), (0, 4)]
-    assert [tuple(t["masks"].shape) for _, t in batch] == [(0, 12, 16), (0, 12, 16)]
+    # 12x16 images resized to the default short side 800: 800x1067 (16 * 800 / 12 = 1066.67, rounded)
+    assert [tuple(t["masks"].shape) for _, t in batch] == [(0, 800, 1067), (0, 800, 1067)]
+    assert [tuple(image.shape) for image, _ in batch] == [(3, 800, 1067), (3, 800, 1067)]
 
 
 def test_ims_per_batch_not_divisible(make):

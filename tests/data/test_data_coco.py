@@ -105,7 +105,8 @@ def test_empty_and_crowd_only_images(coco_set, unique_name, small_cfg):
     seen = [batch for batch in loader]
     assert all(len(b) == 1 for b in seen)
     assert [b[0][1]["image_id"] for b in seen] == [1, 2, 3]  # empty images kept for evaluation
-    assert seen[1][0][0].shape == (3, 24, 16)
+    assert seen[1][0][0].shape == (3, 1200, 800)  # 24x16 resized to short side 800 (INPUT.MIN_SIZE_TEST)
+    assert (seen[1][0][1]["height"], seen[1][0][1]["width"]) == (24, 16)  # the original size, for the outputs
 
 
 def test_register_coco_instances_metadata(coco_set, unique_name):

@@ -1,4 +1,4 @@
-"""Heads, the resize/normalize transform, registration of user parts from YAML, describe_model."""
+"""Heads, the normalize/pad transform and outputs at the original size, registration of user parts from YAML, describe_model."""
 import math
 from collections import OrderedDict
 
@@ -14,46 +14,38 @@ from gn_det.modeling.meta_arch import build_transform
 from .helpers import tiny_batch, tiny_cfg
 
 
-def test_transform_sizes_follow_mode():
-    """Train: shortest edge from MIN_SIZE_TRAIN, capped by MAX_SIZE_TRAIN; eval: the TEST sizes (detectron2's formula)."""
-    cfg = get_cfg()
-    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (100, 120), "INPUT.MAX_SIZE_TRAIN", 150,
-                         "INPUT.MIN_SIZE_TEST", 80, "INPUT.MAX_SIZE_TEST", 1000])
-    transform = build_transform(cfg)
-    image = torch.rand(3, 50, 100) * 255
-
-    def expected(short, cap):
-        scale = min(short / 50, cap / 100)
-        return (round(50 * scale), round(100 * scale))
-
-    transform.train()
-    seen = {tuple(transform.resize(image)[0].shape[-2:]) for _ in range(30)}
-    assert seen == {expected(100, 150), expected(120, 150)} == {(75, 150)}  # the cap binds for both
-    transform.eval()
-    assert tuple(transform.resize(image)[0].shape[-2:]) == expected(80, 1000) == (80, 160)
-
-
-def test_transform_random_choice_uses_every_size():
-    cfg = get_cfg()
-    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (40, 60), "INPUT.MAX_SIZE_TRAIN", 1000])
-    transform = build_transform(cfg).train()
-    seen = {tuple(transform.resize(torch.zeros(3, 20, 30))[0].shape[-2:]) for _ in range(40)}
-    assert seen == {(40, 60), (60, 90)}
-
-
-def test_transform_normalizes_0_255_with_pixel_mean_std_and_scales_boxes():
+def test_transform_normalizes_and_pads_without_resizing():
+    """The loader resizes; the model only normalizes with PIXEL_MEAN/STD (0-255, INPUT.FORMAT order) and
+    zero-pads the batch to a multiple of 32, in training and eval; targets pass through unchanged."""
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.PIXEL_MEAN", [10.0, 20.0, 30.0], "MODEL.PIXEL_STD", [2.0, 4.0, 5.0],
-                         "INPUT.MIN_SIZE_TEST", 32, "INPUT.MAX_SIZE_TEST", 64])
-    transform = build_transform(cfg).eval()
-    image = torch.arange(3 * 32 * 64, dtype=torch.float32).reshape(3, 32, 64) % 256
-    batch, _ = transform([image])
+                         "INPUT.MIN_SIZE_TEST", 32, "INPUT.MAX_SIZE_TEST", 64, "INPUT.MIN_SIZE_TRAIN", (64,)])
+    transform = build_transform(cfg)
+    images = [torch.arange(3 * 37 * 70, dtype=torch.float32).reshape(3, 37, 70) % 256, torch.rand(3, 20, 30) * 255]
     mean, std = torch.tensor([10.0, 20.0, 30.0])[:, None, None], torch.tensor([2.0, 4.0, 5.0])[:, None, None]
-    torch.testing.assert_close(batch.tensors[0], (image - mean) / std)  # same size: no resampling
-    transform.train()
-    transform.min_size, transform.max_size = (64,), 128
-    _, targets = transform([image], [{"boxes": torch.tensor([[2.0, 4, 10, 20]]), "labels": torch.tensor([1])}])
-    torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[4.0, 8, 20, 40]]))
+    target = {"boxes": torch.tensor([[2.0, 4, 10, 20]]), "labels": torch.tensor([1])}
+    for mode in (transform.train(), transform.eval()):
+        batch, targets = mode(images, [target, target])
+        assert batch.image_sizes == [(37, 70), (20, 30)] and batch.tensors.shape == (2, 3, 64, 96)
+        torch.testing.assert_close(batch.tensors[0, :, :37, :70], (images[0] - mean) / std)
+        assert batch.tensors[0, :, 37:].abs().sum() == 0 and batch.tensors[1, :, :, 30:].abs().sum() == 0
+        assert torch.equal(targets[0]["boxes"], target["boxes"])
+
+
+def test_eval_outputs_map_to_original_sizes():
+    """model(images, original_sizes=...) scales boxes by original / input size per axis (detectron2's
+    detector_postprocess) and pastes masks at the original size; without it outputs stay in input pixels."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("tiny/mask_rcnn_R_18_FPN_gn.yaml", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)).eval()
+    image = torch.rand(3, 64, 80) * 255
+    with torch.no_grad():
+        same = model([image])[0]
+        mapped = model([image], original_sizes=[(96, 160)])[0]
+    assert len(same["boxes"]) > 0 and same["masks"].shape[-2:] == (64, 80) and mapped["masks"].shape[-2:] == (96, 160)
+    torch.testing.assert_close(mapped["boxes"], same["boxes"] * torch.tensor([2.0, 1.5, 2.0, 1.5]), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(mapped["scores"], same["scores"])
+    with pytest.raises(ValueError, match=r"original_sizes has 2 entries for 1 images; give one \(height, width\) per image"):
+        model([image], original_sizes=[(1, 1), (2, 2)])
 
 
 def test_box_head_shapes_4conv1fc_and_2fc():
