@@ -5,15 +5,14 @@ all-reduced affine gradients, the running statistics and the step count against 
 BatchRenorm2d on the whole batch (clip limits tight enough that r and d clip on some channels), over
 two steps, and reports failures back. A hang fails after a timeout.
 """
-import socket
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gn_det.layers.batch_renorm import BatchRenorm2d, SyncBatchRenorm2d
+from two_ranks import run_two_ranks
 
 CASES = {"3+1": (3, 1), "2+0": (2, 0), "0+2": (0, 2), "1+1": (1, 1)}  # images per rank
 SCHEDULE = dict(momentum=0.3, final_rmax=1.4, final_dmax=0.3, warmup_steps=1, rmax_steps=1, dmax_steps=1)
@@ -71,33 +70,10 @@ def _worker(rank, port, queue):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def results():
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, port, queue), daemon=True) for rank in range(2)]
-    for p in procs:
-        p.start()
-    out = {}
-    try:
-        for _ in range(2 * len(CASES)):
-            rank, case, err = queue.get(timeout=TIMEOUT_S)
-            out[rank, case] = err
-    except Exception as e:  # queue.Empty: a rank hung or died
-        out["error"] = f"distributed workers did not report within {TIMEOUT_S}s: {e!r}"
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
-    return out
+    return run_two_ranks(_worker, len(CASES), TIMEOUT_S)
 
 
 @pytest.mark.parametrize("case", list(CASES))

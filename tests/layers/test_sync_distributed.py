@@ -7,15 +7,14 @@ Every process, also one with no images, must end with a gradient (zeros, never N
 parameter, or DDP would wait for it. The same cases run on CPU over gloo (CI), on one GPU over gloo
 with CUDA tensors (NCCL refuses two processes on one GPU) and on two GPUs over NCCL (marked cuda).
 """
-import socket
 import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gn_det.layers import BNOptions, NormOptions, SNOptions, get_norm
+from two_ranks import run_two_ranks
 
 CASES = {  # name: (norm, samples per rank, autocast dtype or None)
     "SyncBN-3+1": ("SyncBN", (3, 1), None),
@@ -105,11 +104,6 @@ def _worker(rank, port, queue, setup):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _requirements(setup):
     if setup == "cpu-gloo":
@@ -125,25 +119,7 @@ def _requirements(setup):
     pytest.param("cuda-nccl-2gpu", marks=pytest.mark.cuda)])
 def results(request):
     _requirements(request.param)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, port, queue, request.param), daemon=True) for rank in range(2)]
-    for p in procs:
-        p.start()
-    out = {}
-    try:
-        for _ in range(2 * len(CASES)):
-            rank, case, err = queue.get(timeout=TIMEOUT_S)
-            out[rank, case] = err
-    except Exception as e:  # queue.Empty: a rank hung or died
-        out["error"] = f"distributed workers did not report within {TIMEOUT_S}s: {e!r}"
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
-    return out
+    return run_two_ranks(_worker, len(CASES), TIMEOUT_S, (request.param,))
 
 
 @pytest.mark.parametrize("case", list(CASES))
