@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from .batch_norm import BN_TRAITS, freeze_batch_norm
-from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
-from .fused import channel_affine, channel_moments, channel_sums
+from .distributed import (all_reduce_sum, batch_norm_backward, shifted_sums, stats_from_sums, sync_group,
+                          update_running_stats)
+from .fused import channel_affine, channel_moments
 from .norm import register_norm
 from .options import FamilyOptions
 from .precision import float32_forward
@@ -99,27 +100,8 @@ class _BatchRenormFunction(torch.autograd.Function):
             weight, = ctx.saved_tensors
             return dy.new_zeros(dy.shape), torch.zeros_like(weight), torch.zeros_like(weight), None, None
         x3, weight, mean, invstd, r, d = ctx.saved_tensors
-        n, c, hw = x3.shape
-        if x3.numel() > 0:
-            dy3 = dy.contiguous().view(n, c, hw)
-            dot_local, sum_local = channel_sums(dy3, x3, mean)  # sum(dy * (x - mean)), sum(dy)
-        else:
-            dot_local = sum_local = torch.zeros_like(mean)
-        total = torch.cat([dot_local, sum_local])
-        if ctx.group is not None:
-            total = all_reduce_sum(total, ctx.group)
-        dot, sum_dy = total[:c] / ctx.count, total[c:] / ctx.count
-        dx = None
-        if ctx.needs_input_grad[0]:
-            if x3.numel() == 0:
-                dx = dy.new_zeros(dy.shape)
-            else:
-                scale = weight * r * invstd
-                # (x - mean) * (-scale invstd^2 mean(dy (x - mean))) - scale mean(dy), then + scale dy;
-                # var 0 and eps 1 make channel_affine's divisor exactly 1 (eps <= 0 is refused by torch 2.11)
-                dx = channel_affine(x3, mean, torch.zeros_like(mean), -scale * invstd * invstd * dot,
-                                    -scale * sum_dy, 1.0)
-                dx = dx.addcmul_(dy3, scale[:, None]).view(dy.shape)
+        dx, dot_local, sum_local = batch_norm_backward(dy, x3, mean, invstd, weight * r * invstd, ctx.count,
+                                                       ctx.group, ctx.needs_input_grad[0])
         return dx, r * invstd * dot_local + d * sum_local, sum_local, None, None
 
 

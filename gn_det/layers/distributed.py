@@ -18,6 +18,8 @@ from torch import Tensor
 
 from gn_det.utils import comm
 
+from .fused import channel_sums, unit_affine
+
 
 def sync_group(process_group: Any = None) -> Optional[Any]:
     """The group to pool statistics over, or None when torch.distributed is off or has one process."""
@@ -70,3 +72,37 @@ def update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor
     with torch.no_grad():
         running_mean.mul_(1 - rate).add_(rate * mean.detach().to(dtype))
         running_var.mul_(1 - rate).add_(rate * (var.detach().double() * bessel).to(dtype))
+
+
+def batch_norm_backward(dy: Tensor, x3: Tensor, mean: Tensor, invstd: Tensor, scale: Tensor,
+                        count: Union[int, Tensor], group: Any, need_dx: bool = True
+                        ) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+    """BN's backward over the batch of every process in ``group`` (this process's alone when None).
+
+    ``x3`` is this process's (N, C, H*W) input, ``mean``/``invstd`` the (pooled) statistics, ``count`` the
+    values behind them and ``scale`` the per-channel factor of the normalized input in the output
+    (``weight * invstd``; BRN: ``weight * r * invstd``). Returns ``dx = scale * (dy - mean(dy) - (x - mean)
+    * invstd^2 * mean(dy * (x - mean)))`` (means over all processes' values; None unless ``need_dx``) and
+    this process's ``sum(dy * (x - mean))``, ``sum(dy)`` per channel, from which the affine gradients
+    follow (each process's share; DDP sums the shares). One all-reduce of 2C values when pooled.
+    """
+    n, c, hw = x3.shape
+    if x3.numel() > 0:
+        dy3 = dy.contiguous().view(n, c, hw)
+        dot_local, sum_local = channel_sums(dy3, x3, mean)  # sum(dy * (x - mean)), sum(dy)
+    else:
+        dot_local = sum_local = torch.zeros_like(mean)
+    dot_local, sum_local = dot_local.to(mean.dtype), sum_local.to(mean.dtype)
+    total = torch.cat([dot_local, sum_local])
+    if group is not None:
+        total = all_reduce_sum(total, group)
+    total = total / (count.clamp_min(1.0) if isinstance(count, Tensor) else max(count, 1))
+    dot, sum_dy = total[:c], total[c:]
+    dx = None
+    if need_dx:
+        if x3.numel() == 0:
+            dx = dy.new_zeros(dy.shape)
+        else:
+            dx3 = unit_affine(x3, mean, (-scale * invstd * invstd * dot).to(mean.dtype), -scale * sum_dy)
+            dx = dx3.addcmul_(dy3, scale[:, None]).view(dy.shape)
+    return dx, dot_local, sum_local

@@ -20,9 +20,10 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .distributed import all_reduce_sum, shifted_sums, stats_from_sums, sync_group, update_running_stats
+from .distributed import (all_reduce_sum, batch_norm_backward, shifted_sums, stats_from_sums, sync_group,
+                          update_running_stats)
 from .batch_norm import BN_TRAITS, BNOptions, freeze_batch_norm
-from .fused import channel_affine, channel_moments, channel_sums, kernel_eps, unit_affine
+from .fused import channel_affine, channel_moments, kernel_eps
 from .norm import register_norm
 from .shapes import check_batch_statistics, check_input_4d, values_per_channel
 
@@ -56,24 +57,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor) -> Tuple[Optional[Tensor], ...]:
         x3, weight, mean, invstd = ctx.saved_tensors
-        n, c, hw = x3.shape
-        if x3.numel() > 0:
-            dy3 = dy.contiguous().view(n, c, hw)
-            dot_local, sum_local = channel_sums(dy3, x3, mean)  # sum(dy * (x - mean)), sum(dy)
-        else:
-            dot_local = sum_local = torch.zeros_like(mean)
-        dot_local, sum_local = dot_local.to(mean.dtype), sum_local.to(mean.dtype)
-        total = all_reduce_sum(torch.cat([dot_local, sum_local]), ctx.group) / ctx.count.clamp_min(1.0)
-        dot, sum_dy = total[:c], total[c:]
-        dx = None
-        if ctx.needs_input_grad[0]:
-            if x3.numel() == 0:
-                dx = dy.new_zeros(dy.shape)
-            else:
-                # dx = w * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
-                scale = weight * invstd
-                dx3 = unit_affine(x3, mean, (-scale * invstd * invstd * dot).to(mean.dtype), -scale * sum_dy)
-                dx = dx3.addcmul_(dy3, scale[:, None]).view(dy.shape)
+        dx, dot_local, sum_local = batch_norm_backward(dy, x3, mean, invstd, weight * invstd, ctx.count, ctx.group,
+                                                       ctx.needs_input_grad[0])
         return dx, dot_local * invstd, sum_local, None, None, None, None, None, None
 
 
