@@ -1,5 +1,6 @@
 """RoI heads: the box head (NUM_CONV convs + NUM_FC fcs) and mask head (NUM_CONV convs) with norms,
-their predictors, and torchvision's RoIHeads (matching, sampling, losses, post-processing) around them."""
+their predictors, and torchvision's RoIHeads (matching, sampling, losses, post-processing) around them
+(StandardROIHeads: mask targets cropped as the mask pooler samples features)."""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -7,12 +8,12 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.roi_heads import RoIHeads
 
 from .blocks import Conv2d, ConvFn, NormFn, c2_msra_fill, c2_xavier_fill, conv_fn, norm_fn
 from .poolers import ROIPooler
 from .registry import ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY
 from .rpn import split_iou_thresholds
+from .standard_roi_heads import StandardROIHeads
 
 
 def add_conv_stack(module: nn.Module, prefix: str, in_channels: int, dims: List[int], norm: NormFn,
@@ -135,9 +136,10 @@ def _pooler(cfg, head: str, strides: Sequence[int]) -> ROIPooler:
                      h.POOLER_TYPE, key=f"MODEL.{head}.POOLER_TYPE")
 
 
-def build_roi_heads(cfg, in_channels: int, strides: Sequence[int]) -> RoIHeads:
-    """torchvision's RoIHeads with MODEL.ROI_HEADS thresholds, the registered box (and mask) heads, and
-    detectron2's poolers over MODEL.ROI_HEADS.IN_FEATURES, whose strides are ``strides``."""
+def build_roi_heads(cfg, in_channels: int, strides: Sequence[int]) -> StandardROIHeads:
+    """torchvision's RoIHeads with MODEL.ROI_HEADS thresholds, the registered box (and mask) heads,
+    detectron2's poolers over MODEL.ROI_HEADS.IN_FEATURES (strides ``strides``) and mask targets cropped
+    with the mask pooler's alignment."""
     r, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
     if r.NAME != "StandardROIHeads":
         raise ValueError(f"MODEL.ROI_HEADS.NAME must be 'StandardROIHeads' (torchvision's RoIHeads; choose the heads "
@@ -152,11 +154,12 @@ def build_roi_heads(cfg, in_channels: int, strides: Sequence[int]) -> RoIHeads:
         mask_head = ROI_MASK_HEAD_REGISTRY.get(m.NAME, key="MODEL.ROI_MASK_HEAD.NAME")(cfg, in_channels)
         mask_predictor = MaskPredictor(mask_head.out_channels, r.NUM_CLASSES)
     bg_thresh, fg_thresh = split_iou_thresholds(r.IOU_THRESHOLDS, "MODEL.ROI_HEADS.IOU_THRESHOLDS")
-    return RoIHeads(
+    return StandardROIHeads(
         _pooler(cfg, "ROI_BOX_HEAD", strides), box_head,
         BoxPredictor(box_head.out_features, r.NUM_CLASSES),
         fg_iou_thresh=fg_thresh, bg_iou_thresh=bg_thresh, batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
         positive_fraction=r.POSITIVE_FRACTION, bbox_reg_weights=tuple(box.BBOX_REG_WEIGHTS),
         score_thresh=r.SCORE_THRESH_TEST, nms_thresh=r.NMS_THRESH_TEST, detections_per_img=r.DETECTIONS_PER_IMAGE,
         mask_roi_pool=mask_pool, mask_head=mask_head, mask_predictor=mask_predictor,
+        mask_targets_aligned=cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE == "ROIAlignV2",
     )
