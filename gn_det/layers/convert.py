@@ -71,7 +71,7 @@ def _freeze_one(module: nn.Module) -> Optional[nn.Module]:
         tag_norm(module, tag.name if tag else (entry.name if entry else type(module).__name__),
                  dataclasses.replace(traits, batch_dependent=False),
                  registered=tag.registered if tag else entry is not None,
-                 applies_act=tag.applies_activation if tag else False)
+                 applies_act=tag.applies_activation if tag else False, frozen=True)
     return frozen
 
 

@@ -31,12 +31,17 @@ __all__ = ["NORM_REGISTRY", "NormChannelsError", "NormTag", "NormType", "applies
 
 @dataclass(frozen=True)
 class NormTag:
-    """What get_norm (or freezing) records on a module: the entry name, resolved traits, activation applied."""
+    """What get_norm (or freezing) records on a module: the entry name, resolved traits, activation applied.
+
+    ``frozen``: freezing recorded these traits (statistics no longer follow the batch); they then override
+    what the entry's ``module_traits`` reads from the module.
+    """
 
     name: str
     traits: NormTraits
     registered: bool = True
     applies_activation: bool = False
+    frozen: bool = False
 
 
 class NormChannelsError(ValueError):
@@ -89,13 +94,17 @@ def norm_type_of(module: nn.Module) -> Optional[NormType]:
 def norm_traits(module: nn.Module) -> Optional[NormTraits]:
     """The traits of a norm module (None for anything that is not a norm).
 
-    Read from the module itself where its entry knows how (SN: its use_bn and freeze_stats now), else
-    from get_norm's tag, else from the entry its type declares, else from a ``norm_traits`` class attribute.
+    A frozen norm's traits are those freezing recorded (gn_det.layers.convert.freeze_norms: not batch
+    dependent). Otherwise read from the module itself where its entry knows how (SN: its use_bn and
+    freeze_stats now), else from get_norm's tag, else from the entry its type declares, else from a
+    ``norm_traits`` class attribute.
     """
+    tag = norm_tag(module)
+    if tag is not None and tag.frozen:
+        return tag.traits
     entry = norm_type_of(module)
     if entry is not None and entry.module_traits is not None:
         return entry.module_traits(module)
-    tag = norm_tag(module)
     if tag is not None:
         return tag.traits
     if entry is not None:
@@ -127,9 +136,12 @@ def applies_activation(module: Optional[nn.Module]) -> bool:
 
 
 def tag_norm(module: nn.Module, name: str, traits: NormTraits, *, registered: bool = True,
-             applies_act: bool = False) -> nn.Module:
-    """Record on ``module`` which norm it is (what norm_type_of / norm_traits read); returns it."""
-    object.__setattr__(module, _TAG, NormTag(name, traits, registered, applies_act))
+             applies_act: bool = False, frozen: bool = False) -> nn.Module:
+    """Record on ``module`` which norm it is (what norm_type_of / norm_traits read); returns it.
+
+    ``frozen``: ``traits`` are the frozen module's and win over its entry's ``module_traits``.
+    """
+    object.__setattr__(module, _TAG, NormTag(name, traits, registered, applies_act, frozen))
     return module
 
 
