@@ -52,12 +52,15 @@ def update_bn_stats(model: nn.Module, data: Iterable[List[Tuple[torch.Tensor, di
 
     Runs ``model(images, targets)`` in training mode (losses discarded, no gradient). With momentum
     set to ``1 / (k + 1)`` at batch k the EMA becomes the exact running average of batch statistics.
-    Returns the number of layers updated.
+    Only running mean/var change: each layer's step count (``num_batches_tracked``, which drives BRN's
+    rmax/dmax warm-up) is restored afterwards. Returns the number of layers updated.
     """
     layers = _stat_layers(model)
     if not layers or num_iter <= 0:
         return 0
     momenta = {m: m.momentum for m in layers}
+    steps = {m: m.num_batches_tracked.clone() for m in layers
+             if isinstance(getattr(m, "num_batches_tracked", None), torch.Tensor)}
     training = model.training
     model.train()
     for m in layers:  # overwritten at the first batch (momentum 1)
@@ -78,6 +81,8 @@ def update_bn_stats(model: nn.Module, data: Iterable[List[Tuple[torch.Tensor, di
     finally:
         for m, mom in momenta.items():
             m.momentum = mom
+        for m, step in steps.items():
+            m.num_batches_tracked.copy_(step)
         model.train(training)
     _average_across_processes(layers)
     if count < num_iter:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from gn_det.engine.precise_bn import update_bn_stats
-from gn_det.layers import freeze_norms, get_norm, norm_traits
+from gn_det.layers import BRNOptions, freeze_norms, get_norm, norm_traits
 
 
 class _Net(nn.Module):
@@ -54,3 +54,20 @@ def test_frozen_evonorm_b0_is_no_precise_bn_target_and_keeps_its_statistics():
     torch.testing.assert_close(model.second.running_mean, mean, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(model.second.running_var, var, rtol=1e-10, atol=1e-10)
 
+
+def test_precise_bn_leaves_step_counts_and_brn_clip_limits_alone():
+    opts = BRNOptions(warmup_iters=2, rmax_iters=10, dmax_iters=6)  # mid-ramp: every step moves rmax/dmax
+    model = _Net(get_norm("BN", 8), get_norm("BRN", 8, opts)).double()
+    brn, bn = model.second, model.first
+    with torch.no_grad():
+        brn.num_batches_tracked.fill_(4)
+        bn.num_batches_tracked.fill_(7)
+    limits = (brn.rmax, brn.dmax)
+    assert limits == (1.0 + 2.0 * 2 / 8, 5.0 * 2 / 4)  # the paper's linear ramps at step 4
+    batches = _batches(3)
+    assert update_bn_stats(model, iter(batches), 3) == 2
+    assert int(brn.num_batches_tracked) == 4 and int(bn.num_batches_tracked) == 7
+    assert (brn.rmax, brn.dmax) == limits
+    mean, var = _batch_stats(model, batches)
+    torch.testing.assert_close(brn.running_mean, mean, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(brn.running_var, var, rtol=1e-10, atol=1e-10)
