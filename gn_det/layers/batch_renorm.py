@@ -73,16 +73,19 @@ class _BatchRenormFunction(torch.autograd.Function):
             mean, var = channel_moments(x3)
         else:
             mean, var = module.running_mean.to(x.dtype), x.new_zeros(c)
-        count = local
+        count, empty = local, local == 0
         if group is not None:
             shift = module.running_mean.to(x.dtype)  # equal on every process; near the batch mean
             sums = all_reduce_sum(shifted_sums(mean[None], var[None], local, shift), group)
             mean, var, count = stats_from_sums(sums, shift)
-            check_batch_statistics(module, count, "1 value per channel over all processes")
+            if local < 2:  # only then can the union hold 0 or 1 value per channel (reading count syncs CUDA)
+                pooled = int(count.item())
+                check_batch_statistics(module, pooled, "1 value per channel over all processes")
+                empty = pooled == 0
         else:
             check_batch_statistics(module, count, f"an input of shape {tuple(x.shape)}")
-        ctx.group, ctx.count = group, count
-        if count == 0:  # nothing anywhere (a mask head without RoIs): nothing to learn from
+        ctx.group, ctx.count, ctx.empty = group, count, empty
+        if empty:  # nothing anywhere (a mask head without RoIs): nothing to learn from
             ctx.save_for_backward(weight)
             return torch.empty_like(x)
         r, d = module.renorm_factors(mean, var)
@@ -96,7 +99,7 @@ class _BatchRenormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: Tensor) -> Tuple[Optional[Tensor], ...]:
-        if ctx.count == 0:
+        if ctx.empty:
             weight, = ctx.saved_tensors
             return dy.new_zeros(dy.shape), torch.zeros_like(weight), torch.zeros_like(weight), None, None
         x3, weight, mean, invstd, r, d = ctx.saved_tensors
