@@ -114,7 +114,7 @@ def convert_norm(
     """Replace every layer of ``types`` (default: the BN-kind norms, is_bn_like) by a fresh ``name`` norm.
 
     New norms are freshly initialized (BN statistics do not carry over to GN/SN) and placed on the
-    old layer's device. Returns ``(module, replacements)``, a new module when ``module`` itself was
+    old layer's device, in its floating-point dtype. Returns ``(module, replacements)``, a new module when ``module`` itself was
     replaced, and logs one line per replaced layer.
     """
     replaced: List[Replacement] = []
@@ -123,9 +123,9 @@ def convert_norm(
     def visit(m: nn.Module, prefix: str) -> nn.Module:
         if selected(m):
             new = get_norm(name, m.num_features, options, key=key)
-            ref = next(iter(m.buffers()), None)
-            if ref is not None:
-                new = new.to(ref.device)
+            ref = next((t for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()), None)
+            if ref is not None:  # the old layer's device and dtype (a float64 model stays float64)
+                new = new.to(device=ref.device, dtype=ref.dtype)
             replaced.append(Replacement(prefix, type(m).__name__, type(new).__name__, m.num_features))
             return new
         for child_name, child in m.named_children():

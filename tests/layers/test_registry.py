@@ -58,5 +58,15 @@ def test_convert_norm_replaces_bn_layers_by_fresh_norms_and_reports(caplog):
     assert [r.type for r in describe_norms(model)] == ["SwitchNorm2d", "SwitchNorm2d", "GroupNorm"]
 
 
+def test_convert_norm_keeps_the_old_layers_dtype():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)).double()
+    model, _ = convert_norm(model, "SN", SNOptions())
+    assert {t.dtype for t in model[1].state_dict().values() if t.is_floating_point()} == {torch.float64}
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert model(x).dtype == torch.float64
+    frozen, _ = convert_norm(nn.Sequential(FrozenBatchNorm2d(8).double()), "GN", GNOptions(num_groups=4))
+    assert frozen[0].weight.dtype == torch.float64
+
+
 def test_is_norm_rejects_other_layers():
     assert not is_norm(nn.Conv2d(3, 3, 1)) and not is_norm(nn.ReLU())
