@@ -29,13 +29,22 @@ def model_parts(model: nn.Module) -> List[Tuple[str, List[nn.Module]]]:
 
 
 def _norms(modules: List[nn.Module]) -> List[nn.Module]:
-    """Norm layers inside ``modules``, each once (recognised by their declared traits: gn_det.layers.is_norm)."""
-    seen, norms = set(), []
+    """Norm layers inside ``modules``, each once (recognised by their declared traits: gn_det.layers.is_norm).
+
+    Per-level copies of one norm (gn_det.layers.per_level_norms: the RPN head's norm with statistics per
+    FPN level) hold the same parameter tensors: they are one norm, counted at its first copy.
+    """
+    seen, shared, norms = set(), set(), []
     for module in modules:
         for m in module.modules():
-            if id(m) not in seen and is_norm(m):
-                seen.add(id(m))
-                norms.append(m)
+            if id(m) in seen or not is_norm(m):
+                continue
+            seen.add(id(m))
+            params = {id(p) for p in m.parameters()}
+            if params and params <= shared:  # another level of a norm already counted
+                continue
+            shared |= params
+            norms.append(m)
     return norms
 
 

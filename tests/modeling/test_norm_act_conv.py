@@ -135,7 +135,8 @@ def test_rpn_head_bn_keeps_statistics_per_level():
     head = model.rpn.head.double()
     assert isinstance(head.conv_norm, nn.ModuleList) and len(head.conv_norm) == 5
     assert all(n.weight is head.conv_norm[0].weight and n.bias is head.conv_norm[0].bias for n in head.conv_norm)
-    assert {r["part"]: r["num_norms"] for r in describe_model_parts(model)}["RPN"] == 5
+    rpn = {r["part"]: r for r in describe_model_parts(model)}["RPN"]
+    assert (rpn["num_norms"], rpn["norm"]) == (1, "BatchNorm2d x1")  # one norm, statistics per level
     keys = set(model.state_dict())
     assert {"rpn.head.conv_norm.0.weight", "rpn.head.conv_norm.4.running_var"} <= keys
     with torch.no_grad():
