@@ -263,11 +263,12 @@ AFFINE_TRAITS = NormTraits(kind=EVONORM_AFFINE_KIND, includes_activation=True)
                module_traits=lambda m: S0_TRAITS if m.apply_act else AFFINE_TRAITS, module_types=(EvoNorm2dS0,))
 def build_evonorm_s0(channels: int, options: EvoNormOptions, *, apply_act: bool) -> EvoNorm2dS0:
     """EvoNorm-S0 (MODEL.EVONORM.NUM_GROUPS groups) where a ReLU would follow, the affine alone elsewhere."""
-    key = EvoNormOptions.key("num_groups")
-    if apply_act and (options.num_groups <= 0 or channels % options.num_groups):
+    try:
+        return EvoNorm2dS0(channels, groups=options.num_groups, eps=options.epsilon, apply_act=apply_act)
+    except NormChannelsError:  # the layer's group check, restated with the config key to change
+        key = EvoNormOptions.key("num_groups")
         raise NormChannelsError(f"channels divisible by {key}={options.num_groups}, got {channels}",
-                                f"set {key} to a divisor of {channels}")
-    return EvoNorm2dS0(channels, groups=options.num_groups, eps=options.epsilon, apply_act=apply_act)
+                                f"set {key} to a divisor of {channels}") from None
 
 
 @register_norm("EvoNormB0", options=EvoNormOptions, traits=B0_TRAITS, state_keys=("weight", "bias", "v", "running_var"),

@@ -24,6 +24,10 @@ BAD_NAMES = [  # (call, exception, message, why)
      "MODEL.ROI_BOX_HEAD.NORM='GN' needs channels divisible by MODEL.GN.DIM_PER_GP=64, got 96; "
      "set MODEL.GN.DIM_PER_GP to a divisor of 96",
      "channels-per-group mode"),
+    (lambda: get_norm("EvoNormS0", 250, key="MODEL.FPN.NORM", act=True), ValueError,
+     "MODEL.FPN.NORM='EvoNormS0' needs channels divisible by MODEL.EVONORM.NUM_GROUPS=32, got 250; "
+     "set MODEL.EVONORM.NUM_GROUPS to a divisor of 250",
+     "EvoNorm-S0 groups: the EVONORM key"),
     (lambda: get_norm(32, 64, key="MODEL.FPN.NORM"), TypeError,
      "MODEL.FPN.NORM must be a norm name (str), a norm class or functools.partial, or ''/None for no norm, got 32",
      "a number where a name belongs"),
