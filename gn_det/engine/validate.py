@@ -95,7 +95,7 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
             weights = read_converted(cfg.MODEL.WEIGHTS)
         except WeightsFileError as e:
             raise UserError(f"MODEL.WEIGHTS {one_line(e)}") from e
-    elif not cfg.MODEL.WEIGHTS and not eval_only and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
+    elif not cfg.MODEL.WEIGHTS and not eval_only and not resume_from and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
         k = cfg.MODEL.BACKBONE.FREEZE_AT
         frozen = "the stem" + ("" if k < 2 else " and res2" if k == 2 else f" and res2..res{k}")
         prepared.warnings.append(
