@@ -111,6 +111,11 @@ def world_size(args) -> int:
     return int(os.environ["WORLD_SIZE"]) if under_torchrun() else args.num_gpus * args.num_machines
 
 
+def procs_per_machine(args) -> int:
+    """The number of processes the run will have on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun() else args.num_gpus
+
+
 def check_launch_args(args) -> None:
     """--num-gpus / --num-machines / --machine-rank / --dist-url make a valid set of processes."""
     if under_torchrun():
@@ -137,7 +142,8 @@ def preflight(args) -> PreparedRun:
         check_launch_args(args)
         cfg = load_config(args)
         prepared = validate_run(cfg, eval_only=args.eval_only, resume=args.resume, overwrite=args.overwrite,
-                                world_size=world_size(args), check_run_dir=rank0, check_inputs=local0)
+                                world_size=world_size(args), procs_per_machine=procs_per_machine(args),
+                                check_run_dir=rank0, check_inputs=local0)
         if rank0:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             if args.overwrite and not args.eval_only:

@@ -21,7 +21,7 @@ import torch
 
 from gn_det.config import check_batch_dependent_norms
 from gn_det.utils.cli import USER_ERRORS, UserError, one_line
-from gn_det.utils.device import resolve_device
+from gn_det.utils.device import check_processes_per_machine
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +52,23 @@ class PreparedRun:
 
 
 def validate_run(cfg, *, eval_only: bool = False, resume: bool = False, overwrite: bool = False,
-                 world_size: int = 1, check_run_dir: bool = True, check_inputs: bool = True) -> PreparedRun:
+                 world_size: int = 1, procs_per_machine: int = 1, check_run_dir: bool = True,
+                 check_inputs: bool = True) -> PreparedRun:
     """Raise ``UserError`` (one line) on the first problem a run of ``cfg`` would meet; else return
-    what was read on the way. Writes nothing. ``check_run_dir``: also refuse an OUTPUT_DIR holding
-    another run (the launching process only); ``check_inputs``: datasets, weights and model."""
+    what was read on the way. Writes nothing. ``procs_per_machine``: processes on this machine (each
+    needs a GPU of its own on CUDA); ``check_run_dir``: also refuse an OUTPUT_DIR holding another run
+    (the launching process only); ``check_inputs``: datasets, weights and model."""
     try:
         return _validate(cfg, eval_only=eval_only, resume=resume, overwrite=overwrite, world_size=world_size,
-                         check_run_dir=check_run_dir, check_inputs=check_inputs)
+                         procs_per_machine=procs_per_machine, check_run_dir=check_run_dir, check_inputs=check_inputs)
     except UserError:
         raise
     except USER_ERRORS as e:
         raise UserError(one_line(e)) from e
 
 
-def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, check_inputs) -> PreparedRun:
+def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machine, check_run_dir,
+              check_inputs) -> PreparedRun:
     prepared = PreparedRun(device=str(cfg.MODEL.DEVICE))
     if eval_only and not cfg.MODEL.WEIGHTS:
         raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
@@ -75,6 +78,7 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other: --resume continues the run in "
                         "OUTPUT_DIR, --overwrite deletes it; pass one")
+    check_device(cfg, procs_per_machine)
     if not eval_only:
         check_solver(cfg)
         check_batch_split(cfg, world_size)
@@ -83,7 +87,6 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
     resume_from = None
     if check_run_dir and not eval_only:
         resume_from = _check_run_dir(cfg.OUTPUT_DIR, resume=resume, overwrite=overwrite)
-    check_device(cfg)
     if not check_inputs:
         return prepared
     prepared.warnings.extend(check_datasets(cfg, eval_only=eval_only))
@@ -222,10 +225,11 @@ def clean_output_dir(output_dir: str) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- device
-def check_device(cfg) -> None:
-    """MODEL.DEVICE names a device this machine has (gn_det.utils.device.resolve_device, for local rank 0)."""
+def check_device(cfg, procs_per_machine: int = 1) -> None:
+    """MODEL.DEVICE names a device this machine has and, on CUDA, each of its ``procs_per_machine``
+    processes gets a GPU of its own (gn_det.utils.device.check_processes_per_machine)."""
     try:
-        resolve_device(cfg.MODEL.DEVICE, 0)
+        check_processes_per_machine(cfg.MODEL.DEVICE, procs_per_machine)
     except ValueError as e:
         raise UserError(str(e)) from None
 
