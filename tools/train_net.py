@@ -5,6 +5,7 @@
     python tools/train_net.py --config gn_mask_rcnn.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16
     python tools/train_net.py --config FILE --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_final.pth
     python tools/train_net.py --config FILE --resume            # continue from OUTPUT_DIR/last_checkpoint
+    python tools/train_net.py --config FILE --eval-only --resume   # evaluate OUTPUT_DIR/last_checkpoint
     python tools/train_net.py --config FILE --register-coco mine data/ann.json data/images \
         DATASETS.TRAIN "('mine',)" DATASETS.TEST "()" MODEL.ROI_HEADS.NUM_CLASSES 3
 
@@ -23,6 +24,7 @@ from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
                            launch, under_torchrun, validate_run)
+from gn_det.engine.validate import last_checkpoint_file
 from gn_det.utils import comm
 from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line
 from gn_det.utils.device import resolve_cfg_device
@@ -88,10 +90,15 @@ def main(args, prepared: Optional[PreparedRun] = None):
     for warning in prepared.warnings:
         logger.warning(warning)
     if args.eval_only:
-        if not cfg.MODEL.WEIGHTS:
+        # detectron2: with --resume, OUTPUT_DIR's last_checkpoint if there is one, else MODEL.WEIGHTS
+        checkpoint = last_checkpoint_file(cfg.OUTPUT_DIR) if args.resume else None
+        if not checkpoint and not cfg.MODEL.WEIGHTS:
             raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
         model = DefaultTrainer.build_model(cfg)
-        load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, preloaded=prepared.weights)
+        if checkpoint:
+            load_model_weights(model, checkpoint, cfg=cfg)
+        else:
+            load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, preloaded=prepared.weights)
         results = DefaultTrainer.test(cfg, model)
     else:
         trainer = DefaultTrainer(cfg)

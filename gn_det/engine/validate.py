@@ -26,7 +26,7 @@ from gn_det.utils.device import check_processes_per_machine
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreparedRun", "validate_run", "check_solver", "check_batch_split", "check_output_dir_writable",
-           "run_files", "clean_output_dir", "check_device", "check_datasets", "check_model_and_weights",
+           "run_files", "last_checkpoint_file", "clean_output_dir", "check_device", "check_datasets", "check_model_and_weights",
            "check_resume_checkpoint"]
 
 LAST_CHECKPOINT = "last_checkpoint"
@@ -70,7 +70,12 @@ def validate_run(cfg, *, eval_only: bool = False, resume: bool = False, overwrit
 def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machine, check_run_dir,
               check_inputs) -> PreparedRun:
     prepared = PreparedRun(device=str(cfg.MODEL.DEVICE))
-    if eval_only and not cfg.MODEL.WEIGHTS:
+    if eval_only and overwrite:
+        raise UserError("--overwrite with --eval-only deletes nothing (an evaluation keeps OUTPUT_DIR's run and writes "
+                        "OUTPUT_DIR/inference): drop --overwrite")
+    # detectron2: --eval-only --resume evaluates OUTPUT_DIR's last_checkpoint if there is one, else MODEL.WEIGHTS
+    resume_from = last_checkpoint_file(cfg.OUTPUT_DIR) if eval_only and resume else None
+    if eval_only and not cfg.MODEL.WEIGHTS and not resume_from:
         raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
     if eval_only and not cfg.DATASETS.TEST:
         raise UserError("--eval-only with an empty DATASETS.TEST evaluates nothing: name the datasets to "
@@ -84,7 +89,6 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machin
         check_batch_split(cfg, world_size)
         check_batch_dependent_norms(cfg, cfg.SOLVER.IMS_PER_BATCH // world_size, world_size)
     check_output_dir_writable(cfg.OUTPUT_DIR)
-    resume_from = None
     if check_run_dir and not eval_only:
         resume_from = _check_run_dir(cfg.OUTPUT_DIR, resume=resume, overwrite=overwrite)
     if not check_inputs:
@@ -187,24 +191,31 @@ def _check_run_dir(output_dir: str, *, resume: bool, overwrite: bool) -> Optiona
     checkpoint that last_checkpoint names (None when OUTPUT_DIR holds no checkpoint: a fresh start)."""
     checkpoints = run_files(output_dir, _CHECKPOINT_PATTERNS)
     if resume:
-        marker = os.path.join(output_dir, LAST_CHECKPOINT)
-        if not os.path.isfile(marker):
-            if checkpoints:  # a fresh start would overwrite them: say which one to resume from
-                raise UserError(f"--resume: OUTPUT_DIR '{output_dir}' holds {_shown(checkpoints)} but no "
-                                f"last_checkpoint naming the one to resume from; write its name into {marker} "
-                                f"(e.g. {checkpoints[-1]}), or pass --overwrite instead of --resume to start over")
-            return None
-        with open(marker, encoding="utf-8") as f:
-            name = f.read().strip()
-        path = os.path.join(output_dir, name)
-        if not os.path.isfile(path):
-            raise UserError(f"--resume: {marker} names '{name}', which does not exist in {output_dir}; restore "
-                            "the file, or point last_checkpoint at another model_*.pth there")
+        path = last_checkpoint_file(output_dir)
+        if path is None and checkpoints:  # a fresh start would overwrite them: say which one to resume from
+            marker = os.path.join(output_dir, LAST_CHECKPOINT)
+            raise UserError(f"--resume: OUTPUT_DIR '{output_dir}' holds {_shown(checkpoints)} but no "
+                            f"last_checkpoint naming the one to resume from; write its name into {marker} "
+                            f"(e.g. {checkpoints[-1]}), or pass --overwrite instead of --resume to start over")
         return path
     if checkpoints and not overwrite:
         raise UserError(f"OUTPUT_DIR '{output_dir}' holds another run ({_shown(checkpoints)}): pass --resume to "
                         "continue it, --overwrite to delete it and start over, or another OUTPUT_DIR")
     return None
+
+
+def last_checkpoint_file(output_dir: str) -> Optional[str]:
+    """The checkpoint OUTPUT_DIR/last_checkpoint names (None without last_checkpoint); UserError if it is gone."""
+    marker = os.path.join(output_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(marker):
+        return None
+    with open(marker, encoding="utf-8") as f:
+        name = f.read().strip()
+    path = os.path.join(output_dir, name)
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: {marker} names '{name}', which does not exist in {output_dir}; restore "
+                        "the file, or point last_checkpoint at another model_*.pth there")
+    return path
 
 
 def _shown(names: Sequence[str], n: int = 3) -> str:

@@ -120,6 +120,15 @@ CASES: List[Case] = [
          E + "--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth"),
     Case("eval_only_flag_after_overrides_without_weights", lambda ws, out: train()(ws, out) + ["--eval-only"],
          E + "--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth"),
+    Case("eval_only_with_overwrite", lambda ws, out: train("--eval-only", "--overwrite", "MODEL.WEIGHTS",
+                                                          path("good.pth"))(ws, ws.p("other_run")),
+         E + "--overwrite with --eval-only deletes nothing (an evaluation keeps OUTPUT_DIR's run and writes "
+             "OUTPUT_DIR/inference): drop --overwrite", output_dir="other_run"),
+    Case("eval_only_resume_truncated_checkpoint", lambda ws, out: train("--eval-only", "--resume", "MODEL.WEIGHTS",
+                                                                       path("good.pth"))(ws, ws.p("cut_checkpoint")),
+         re.compile(re.escape(E + "--resume: {root}/cut_checkpoint/model_0000003.pth: cannot read the weights file ")
+                    + ".*; point last_checkpoint at an intact checkpoint, or pass --overwrite instead of --resume to "
+                      "start over$"), output_dir="cut_checkpoint"),
     Case("eval_only_empty_test", train("--eval-only", "MODEL.WEIGHTS", path("good.pth"), "DATASETS.TEST", "()"),
          E + "--eval-only with an empty DATASETS.TEST evaluates nothing: name the datasets to evaluate, e.g. "
              "DATASETS.TEST \"('mine_val',)\""),
