@@ -217,7 +217,7 @@ def test_train_net_refuses_processes_without_a_gpu_each_before_touching_output_d
     assert sorted(os.listdir(other_run)) == ["last_checkpoint", "model_final.pth"]
 
 
-# ------------------------------------------------------------------ on a GPU (scripts/gpu_check.sh)
+# ------------------------------------------------------------------ on a GPU (tools/gpu_check.sh)
 @pytest.mark.cuda
 def test_default_device_is_this_process_gpu():
     """MODEL.DEVICE defaults to 'auto', which is cuda:<local rank> (here 0) on a GPU machine."""
