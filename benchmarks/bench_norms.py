@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES),
                         help=f"comma-separated NxCxHxW (default {DEFAULT_SHAPES})")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (median reported)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="timed runs per cell; --stat of them is reported (default: min, the best)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per cell before timing")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--norms", default="", help="comma-separated names (default: all registered)")

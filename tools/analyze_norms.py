@@ -73,7 +73,7 @@ def _run(argv: Optional[List[str]] = None) -> int:
         raise UserError(f"dataset '{dataset}' is not registered (registered: {', '.join(DatasetCatalog.list())}); "
                         "register it with DATASETS.REGISTER_COCO or pass --dataset NAME")
     model = build_model(cfg)
-    load_weights(model, cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg)  # cfg: its input conventions checked against the weights
     loader = build_detection_test_loader(cfg, dataset)
     images = (image for batch in loader for image, _ in batch)
     if args.max_images > 0:

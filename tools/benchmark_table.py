@@ -4,7 +4,7 @@
   python tools/benchmark_table.py output/gn output/syncbn --reference --format markdown
   python tools/benchmark_table.py output/run1=mask_rcnn_R_50_FPN_3x_gn --reference
   python tools/benchmark_table.py --reference                   # all published numbers we carry
-  python benchmarks/bench_step.py --json > step.json && python tools/benchmark_table.py --speed step.json
+  python benchmarks/bench_step.py --config configs/gn_mask_rcnn.yaml --json > step.json && python tools/benchmark_table.py --speed step.json
 
 A RUN_DIR is a tools/train_net.py OUTPUT_DIR; ``RUN_DIR=NAME`` names the run NAME (the config stem
 used to match published numbers; default: the directory's base name).

@@ -5,6 +5,7 @@
     python tools/train_net.py --config gn_mask_rcnn.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16
     python tools/train_net.py --config FILE --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_final.pth
     python tools/train_net.py --config FILE --resume            # continue from OUTPUT_DIR/last_checkpoint
+    python tools/train_net.py --config FILE --eval-only --resume   # evaluate OUTPUT_DIR/last_checkpoint
     python tools/train_net.py --config FILE --register-coco mine data/ann.json data/images \
         DATASETS.TRAIN "('mine',)" DATASETS.TEST "()" MODEL.ROI_HEADS.NUM_CLASSES 3
 
@@ -23,6 +24,7 @@ from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
                            launch, under_torchrun, validate_run)
+from gn_det.engine.validate import last_checkpoint_file
 from gn_det.utils import comm
 from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line
 from gn_det.utils.device import resolve_cfg_device
@@ -88,10 +90,15 @@ def main(args, prepared: Optional[PreparedRun] = None):
     for warning in prepared.warnings:
         logger.warning(warning)
     if args.eval_only:
-        if not cfg.MODEL.WEIGHTS:
+        # detectron2: with --resume, OUTPUT_DIR's last_checkpoint if there is one, else MODEL.WEIGHTS
+        checkpoint = last_checkpoint_file(cfg.OUTPUT_DIR) if args.resume else None
+        if not checkpoint and not cfg.MODEL.WEIGHTS:
             raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
         model = DefaultTrainer.build_model(cfg)
-        load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, preloaded=prepared.weights)
+        if checkpoint:
+            load_model_weights(model, checkpoint, cfg=cfg)
+        else:
+            load_model_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, preloaded=prepared.weights)
         results = DefaultTrainer.test(cfg, model)
     else:
         trainer = DefaultTrainer(cfg)
@@ -109,6 +116,11 @@ def main(args, prepared: Optional[PreparedRun] = None):
 def world_size(args) -> int:
     """The number of processes the run will have."""
     return int(os.environ["WORLD_SIZE"]) if under_torchrun() else args.num_gpus * args.num_machines
+
+
+def procs_per_machine(args) -> int:
+    """The number of processes the run will have on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun() else args.num_gpus
 
 
 def check_launch_args(args) -> None:
@@ -137,7 +149,8 @@ def preflight(args) -> PreparedRun:
         check_launch_args(args)
         cfg = load_config(args)
         prepared = validate_run(cfg, eval_only=args.eval_only, resume=args.resume, overwrite=args.overwrite,
-                                world_size=world_size(args), check_run_dir=rank0, check_inputs=local0)
+                                world_size=world_size(args), procs_per_machine=procs_per_machine(args),
+                                check_run_dir=rank0, check_inputs=local0)
         if rank0:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             if args.overwrite and not args.eval_only:

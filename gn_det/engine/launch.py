@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gn_det.utils.device import backend_for, resolve_device
+from gn_det.utils.device import backend_for, check_processes_per_machine, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,7 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
             raise ValueError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
                              "--dist-url tcp://<machine 0 address>:<port>")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
-    backend = default_backend(device)
-    if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA "
-                         f"devices are visible (NCCL needs one GPU per process); use --num-gpus "
-                         f"{torch.cuda.device_count()}, or MODEL.DEVICE cpu for CPU processes")
+    check_processes_per_machine(device, num_gpus_per_machine)
     mp.start_processes(_worker, nprocs=num_gpus_per_machine, join=True, start_method="spawn",
                        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout,
                              device))

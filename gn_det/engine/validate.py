@@ -21,12 +21,13 @@ import torch
 
 from gn_det.config import check_batch_dependent_norms
 from gn_det.utils.cli import USER_ERRORS, UserError, one_line
-from gn_det.utils.device import resolve_device
+from gn_det.utils.device import check_processes_per_machine
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreparedRun", "validate_run", "check_solver", "check_batch_split", "check_output_dir_writable",
-           "run_files", "clean_output_dir", "check_device", "check_datasets", "check_model_and_weights"]
+           "run_files", "last_checkpoint_file", "clean_output_dir", "check_device", "check_datasets", "check_model_and_weights",
+           "check_resume_checkpoint"]
 
 LAST_CHECKPOINT = "last_checkpoint"
 # What a training run leaves in OUTPUT_DIR (removed by --overwrite); checkpoints mark "another run".
@@ -51,22 +52,30 @@ class PreparedRun:
 
 
 def validate_run(cfg, *, eval_only: bool = False, resume: bool = False, overwrite: bool = False,
-                 world_size: int = 1, check_run_dir: bool = True, check_inputs: bool = True) -> PreparedRun:
+                 world_size: int = 1, procs_per_machine: int = 1, check_run_dir: bool = True,
+                 check_inputs: bool = True) -> PreparedRun:
     """Raise ``UserError`` (one line) on the first problem a run of ``cfg`` would meet; else return
-    what was read on the way. Writes nothing. ``check_run_dir``: also refuse an OUTPUT_DIR holding
-    another run (the launching process only); ``check_inputs``: datasets, weights and model."""
+    what was read on the way. Writes nothing. ``procs_per_machine``: processes on this machine (each
+    needs a GPU of its own on CUDA); ``check_run_dir``: also refuse an OUTPUT_DIR holding another run
+    (the launching process only); ``check_inputs``: datasets, weights and model."""
     try:
         return _validate(cfg, eval_only=eval_only, resume=resume, overwrite=overwrite, world_size=world_size,
-                         check_run_dir=check_run_dir, check_inputs=check_inputs)
+                         procs_per_machine=procs_per_machine, check_run_dir=check_run_dir, check_inputs=check_inputs)
     except UserError:
         raise
     except USER_ERRORS as e:
         raise UserError(one_line(e)) from e
 
 
-def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, check_inputs) -> PreparedRun:
+def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machine, check_run_dir,
+              check_inputs) -> PreparedRun:
     prepared = PreparedRun(device=str(cfg.MODEL.DEVICE))
-    if eval_only and not cfg.MODEL.WEIGHTS:
+    if eval_only and overwrite:
+        raise UserError("--overwrite with --eval-only deletes nothing (an evaluation keeps OUTPUT_DIR's run and writes "
+                        "OUTPUT_DIR/inference): drop --overwrite")
+    # detectron2: --eval-only --resume evaluates OUTPUT_DIR's last_checkpoint if there is one, else MODEL.WEIGHTS
+    resume_from = last_checkpoint_file(cfg.OUTPUT_DIR) if eval_only and resume else None
+    if eval_only and not cfg.MODEL.WEIGHTS and not resume_from:
         raise UserError("--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth")
     if eval_only and not cfg.DATASETS.TEST:
         raise UserError("--eval-only with an empty DATASETS.TEST evaluates nothing: name the datasets to "
@@ -74,33 +83,34 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, check_run_dir, c
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other: --resume continues the run in "
                         "OUTPUT_DIR, --overwrite deletes it; pass one")
+    check_device(cfg, procs_per_machine)
     if not eval_only:
         check_solver(cfg)
         check_batch_split(cfg, world_size)
         check_batch_dependent_norms(cfg, cfg.SOLVER.IMS_PER_BATCH // world_size, world_size)
     check_output_dir_writable(cfg.OUTPUT_DIR)
-    resuming = False
     if check_run_dir and not eval_only:
-        resuming = _check_run_dir(cfg.OUTPUT_DIR, resume=resume, overwrite=overwrite)
-    check_device(cfg)
+        resume_from = _check_run_dir(cfg.OUTPUT_DIR, resume=resume, overwrite=overwrite)
     if not check_inputs:
         return prepared
     prepared.warnings.extend(check_datasets(cfg, eval_only=eval_only))
     weights = None
-    if cfg.MODEL.WEIGHTS and not resuming:
+    if cfg.MODEL.WEIGHTS and not resume_from:
         from gn_det.checkpoint import WeightsFileError, read_converted
 
         try:
             weights = read_converted(cfg.MODEL.WEIGHTS)
         except WeightsFileError as e:
             raise UserError(f"MODEL.WEIGHTS {one_line(e)}") from e
-    elif not cfg.MODEL.WEIGHTS and not eval_only and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
+    elif not cfg.MODEL.WEIGHTS and not eval_only and not resume_from and cfg.MODEL.BACKBONE.FREEZE_AT > 0:
         k = cfg.MODEL.BACKBONE.FREEZE_AT
         frozen = "the stem" + ("" if k < 2 else " and res2" if k == 2 else f" and res2..res{k}")
         prepared.warnings.append(
             f"MODEL.BACKBONE.FREEZE_AT={k} freezes {frozen} but MODEL.WEIGHTS is empty: they stay at their random "
             "initialisation. Set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch, or give MODEL.WEIGHTS")
-    check_model_and_weights(cfg, weights)
+    model = check_model_and_weights(cfg, weights)
+    if resume_from:
+        check_resume_checkpoint(resume_from, model)
     prepared.weights = weights
     return prepared
 
@@ -176,24 +186,40 @@ def run_files(output_dir: str, patterns: Sequence[str] = _RUN_PATTERNS) -> List[
     return sorted(found)
 
 
-def _check_run_dir(output_dir: str, *, resume: bool, overwrite: bool) -> bool:
-    """Refuse to start a fresh run over another run's checkpoints; True when --resume will continue one."""
+def _check_run_dir(output_dir: str, *, resume: bool, overwrite: bool) -> Optional[str]:
+    """Refuse to start a fresh run over another run's checkpoints; with --resume, the path of the
+    checkpoint that last_checkpoint names (None when OUTPUT_DIR holds no checkpoint: a fresh start)."""
     checkpoints = run_files(output_dir, _CHECKPOINT_PATTERNS)
     if resume:
-        marker = os.path.join(output_dir, LAST_CHECKPOINT)
-        if not os.path.isfile(marker):
-            return False
-        with open(marker, encoding="utf-8") as f:
-            name = f.read().strip()
-        if not os.path.isfile(os.path.join(output_dir, name)):
-            raise UserError(f"--resume: {marker} names '{name}', which does not exist in {output_dir}; restore "
-                            "the file, or point last_checkpoint at another model_*.pth there")
-        return True
+        path = last_checkpoint_file(output_dir)
+        if path is None and checkpoints:  # a fresh start would overwrite them: say which one to resume from
+            marker = os.path.join(output_dir, LAST_CHECKPOINT)
+            raise UserError(f"--resume: OUTPUT_DIR '{output_dir}' holds {_shown(checkpoints)} but no "
+                            f"last_checkpoint naming the one to resume from; write its name into {marker} "
+                            f"(e.g. {checkpoints[-1]}), or pass --overwrite instead of --resume to start over")
+        return path
     if checkpoints and not overwrite:
-        shown = ", ".join(checkpoints[:3]) + (f" and {len(checkpoints) - 3} more" if len(checkpoints) > 3 else "")
-        raise UserError(f"OUTPUT_DIR '{output_dir}' holds another run ({shown}): pass --resume to continue it, "
-                        "--overwrite to delete it and start over, or another OUTPUT_DIR")
-    return False
+        raise UserError(f"OUTPUT_DIR '{output_dir}' holds another run ({_shown(checkpoints)}): pass --resume to "
+                        "continue it, --overwrite to delete it and start over, or another OUTPUT_DIR")
+    return None
+
+
+def last_checkpoint_file(output_dir: str) -> Optional[str]:
+    """The checkpoint OUTPUT_DIR/last_checkpoint names (None without last_checkpoint); UserError if it is gone."""
+    marker = os.path.join(output_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(marker):
+        return None
+    with open(marker, encoding="utf-8") as f:
+        name = f.read().strip()
+    path = os.path.join(output_dir, name)
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: {marker} names '{name}', which does not exist in {output_dir}; restore "
+                        "the file, or point last_checkpoint at another model_*.pth there")
+    return path
+
+
+def _shown(names: Sequence[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def clean_output_dir(output_dir: str) -> List[str]:
@@ -210,10 +236,11 @@ def clean_output_dir(output_dir: str) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- device
-def check_device(cfg) -> None:
-    """MODEL.DEVICE names a device this machine has (gn_det.utils.device.resolve_device, for local rank 0)."""
+def check_device(cfg, procs_per_machine: int = 1) -> None:
+    """MODEL.DEVICE names a device this machine has and, on CUDA, each of its ``procs_per_machine``
+    processes gets a GPU of its own (gn_det.utils.device.check_processes_per_machine)."""
     try:
-        resolve_device(cfg.MODEL.DEVICE, 0)
+        check_processes_per_machine(cfg.MODEL.DEVICE, procs_per_machine)
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -306,20 +333,52 @@ def check_image_headers(dicts: Sequence[dict], dataset_name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- model and weights
-def check_model_and_weights(cfg, weights: Optional[Tuple[Any, Any]]) -> None:
+def check_model_and_weights(cfg, weights: Optional[Tuple[Any, Any]]) -> torch.nn.Module:
     """Build the model (meta device: shapes only, no memory, no init cost) so that every norm checks
-    its channels; with ``weights``, check that some of its tensors fit the model."""
+    its channels; with ``weights``, check that some of its tensors fit the model. Returns the model."""
     from gn_det.checkpoint import LoadReport, WeightsFileError
     from gn_det.checkpoint.matching import match_weights
 
     model = _build_shapes_only(cfg)
     if weights is None:
-        return
+        return model
     converted, fmt = weights
     report = LoadReport(path=cfg.MODEL.WEIGHTS, format=fmt)
     if not match_weights(model, converted, report):
         raise WeightsFileError(f"MODEL.WEIGHTS '{cfg.MODEL.WEIGHTS}' (format '{fmt.name}'): none of its "
                                f"{len(converted.tensors)} tensors fits the model; check MODEL.WEIGHTS and the config")
+    return model
+
+
+def check_resume_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """The training checkpoint --resume will load is readable and its "model" state dict has exactly
+    the model's names and shapes (what the strict ``load_state_dict`` of a resume needs)."""
+    from gn_det.checkpoint import WeightsFileError, read_weights_file
+
+    fix = (f"resume with the config of that run ({os.path.join(os.path.dirname(path), 'config.yaml')}, without "
+           "overrides that change the model), point last_checkpoint at another checkpoint, or pass --overwrite "
+           "instead of --resume to start over")
+    try:
+        data = read_weights_file(path)
+    except WeightsFileError as e:
+        raise UserError(f"--resume: {one_line(e)}; point {LAST_CHECKPOINT} at an intact checkpoint, or pass "
+                        "--overwrite instead of --resume to start over") from None
+    state = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(state, dict) or "iteration" not in data:
+        raise UserError(f"--resume: {path} is not a training checkpoint (no 'model' and 'iteration'); point "
+                        f"{LAST_CHECKPOINT} at a model_*.pth written by tools/train_net.py, or pass it as "
+                        "MODEL.WEIGHTS without --resume")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    have = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    resized = [f"{k}: {have[k]} in the checkpoint, {want[k]} in the model" for k in sorted(set(want) & set(have))
+               if have[k] != want[k]]
+    problems = [f"{len(items)} {label} (first: {items[0]})" for label, items in
+                (("missing from the checkpoint", missing), ("not in the model", unexpected),
+                 ("of another shape", resized)) if items]
+    if problems:
+        raise UserError(f"--resume: {path} does not fit the model of this config ({'; '.join(problems)}); {fix}")
 
 
 def _build_shapes_only(cfg) -> torch.nn.Module:

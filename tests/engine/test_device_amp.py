@@ -80,9 +80,12 @@ def test_backend_is_gloo_without_cuda(monkeypatch):
 def test_more_processes_than_gpus_is_refused_before_spawning(fake_gpus, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    with pytest.raises(ValueError, match=r"--num-gpus 3 but only 2 CUDA devices are visible \(NCCL needs one GPU "
-                                         r"per process\); use --num-gpus 2, or MODEL.DEVICE cpu"):
+    with pytest.raises(ValueError, match=r"^--num-gpus 3 starts 3 processes on this machine, one per GPU, but only 2 "
+                                         r"CUDA device\(s\) are visible; pass --num-gpus 2, or MODEL.DEVICE cpu for CPU "
+                                         r"processes$"):
         launch(print, 3, device="auto")
+    with pytest.raises(ValueError, match=r"^MODEL.DEVICE='cuda:1' puts every process on GPU 1, but 2 processes"):
+        launch(print, 2, device="cuda:1")
 
 
 # ------------------------------------------------------------------ SOLVER.AMP
@@ -185,7 +188,36 @@ def test_train_net_cuda_without_cuda_is_one_line_before_anything_runs(data, tmp_
     assert not (tmp_path / "out").exists()
 
 
-# ------------------------------------------------------------------ on a GPU (scripts/gpu_check.sh)
+@pytest.mark.parametrize("flags, opts, line", [
+    (["--num-gpus", "8"], ["SOLVER.IMS_PER_BATCH", "2"],
+     "--num-gpus 8 starts 8 processes on this machine, one per GPU, but only 2 CUDA device(s) are visible; pass "
+     "--num-gpus 2, or MODEL.DEVICE cpu for CPU processes"),
+    (["--num-gpus", "2"], ["MODEL.DEVICE", "cuda:1"],
+     "MODEL.DEVICE='cuda:1' puts every process on GPU 1, but 2 processes run on this machine (--num-gpus 2) and NCCL "
+     "needs one GPU per process; set MODEL.DEVICE cuda (each process on the GPU of its local rank; choose the GPUs "
+     "with CUDA_VISIBLE_DEVICES), or pass --num-gpus 1"),
+])
+def test_train_net_refuses_processes_without_a_gpu_each_before_touching_output_dir(
+        fake_gpus, data, tmp_path, capsys, monkeypatch, flags, opts, line):
+    """On a (faked) 2-GPU machine: 8 processes, or 2 pinned to one GPU, fail in one line before OUTPUT_DIR is
+    created, or emptied by --overwrite."""
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    tn = _load_train_net()
+    other_run = tmp_path / "other_run"
+    other_run.mkdir()
+    (other_run / "last_checkpoint").write_text("model_final.pth")
+    (other_run / "model_final.pth").write_text("x")
+    for out, extra in ((tmp_path / "out", []), (other_run, ["--overwrite"])):
+        with pytest.raises(SystemExit) as e:
+            tn.invoke_main(flags + extra + _argv(data, out, "MODEL.DEVICE", "auto", *opts))
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"train_net.py: error: {line}\n"
+    assert sorted(os.listdir(tmp_path)) == ["other_run"]
+    assert sorted(os.listdir(other_run)) == ["last_checkpoint", "model_final.pth"]
+
+
+# ------------------------------------------------------------------ on a GPU (tools/gpu_check.sh)
 @pytest.mark.cuda
 def test_default_device_is_this_process_gpu():
     """MODEL.DEVICE defaults to 'auto', which is cuda:<local rank> (here 0) on a GPU machine."""

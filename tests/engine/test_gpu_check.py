@@ -25,3 +25,13 @@ def test_gpu_check_tiny_on_this_machine(tmp_path):
     if not torch.cuda.is_available():
         assert " skipped" in rows["cuda_tests"] and " passed" not in rows["cuda_tests"]
         assert "CUDA figures skipped: no CUDA" in rows["bench_step"]
+
+
+def test_pytest_ini_names_the_gpu_check_script_that_exists():
+    import configparser
+    import re
+
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(REPO, "pytest.ini"))
+    named = re.findall(r"\S+/gpu_check\.sh", ini["pytest"]["markers"])
+    assert named and all(os.path.isfile(os.path.join(REPO, path)) for path in named), named

@@ -110,6 +110,18 @@ def test_eval_only_reproduces_final_evaluation(trained, data, tmp_path):
     assert not (tmp_path / "model_final.pth").exists()
 
 
+def test_eval_only_resume_evaluates_the_last_checkpoint(trained, data, tmp_path):
+    """detectron2's --eval-only --resume: OUTPUT_DIR's last_checkpoint, without MODEL.WEIGHTS."""
+    out, results = trained
+    (tmp_path / "model_final.pth").write_bytes((out / "model_final.pth").read_bytes())
+    (tmp_path / "last_checkpoint").write_text("model_final.pth")
+    again = _main(_argv(data, tmp_path, "--eval-only", "--resume"))
+    for task in ("bbox", "segm"):
+        for k, v in results["e2e_val"][task].items():
+            assert again["e2e_val"][task][k] == pytest.approx(v, nan_ok=True), (task, k)
+    assert (tmp_path / "inference" / "e2e_val" / "coco_instances_results.json").is_file()
+
+
 def test_resume_after_dying_part_way_ends_bit_identical(trained, data, tmp_path, monkeypatch):
     full_out, _ = trained
     run_step = SimpleTrainer.run_step

@@ -115,3 +115,52 @@ def test_freeze_at_without_weights_warns(tmp_path):
     finally:
         DatasetCatalog.remove("freeze_train")
         MetadataCatalog.remove("freeze_train")
+
+
+@pytest.fixture
+def freeze_train(tmp_path):
+    root = tmp_path / "shapes"
+    generate_shapes_dataset(str(root), num_train=2, num_val=1, size=64, seed=9)
+    DatasetCatalog.remove("freeze_train")
+    MetadataCatalog.remove("freeze_train")
+    register_coco_instances("freeze_train", {}, str(root / "annotations" / "instances_train.json"), str(root / "train"))
+    yield "freeze_train"
+    DatasetCatalog.remove("freeze_train")
+    MetadataCatalog.remove("freeze_train")
+
+
+def _resumable_run(tmp_path, dataset):
+    """A config and an OUTPUT_DIR holding a checkpoint of its model (built on the CPU, as a run saves it)."""
+    from gn_det.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_file(CONFIG)
+    out = tmp_path / "run"
+    cfg.merge_from_list(["DATASETS.TRAIN", (dataset,), "DATASETS.TEST", (), "OUTPUT_DIR", str(out),
+                         "MODEL.BACKBONE.FREEZE_AT", 2])
+    out.mkdir()
+    torch.save({"model": build_model(cfg).state_dict(), "iteration": 3}, out / "model_0000003.pth")
+    (out / "last_checkpoint").write_text("model_0000003.pth")
+    return cfg, out
+
+
+def test_resume_checks_the_checkpoint_fits_and_does_not_warn_about_weights(tmp_path, freeze_train):
+    """A checkpoint of this model passes (the meta-device model has the real one's names and shapes) and
+    the FREEZE_AT-without-weights warning stays quiet: the weights come from the checkpoint."""
+    cfg, out = _resumable_run(tmp_path, freeze_train)
+    before = sorted(os.listdir(out))
+    assert validate_run(cfg, resume=True).warnings == []
+    other = cfg.clone()
+    other.merge_from_list(["MODEL.FPN.OUT_CHANNELS", 64])
+    with pytest.raises(UserError, match=r"^--resume: .*/model_0000003\.pth does not fit the model of this config "
+                                        r"\(\d+ of another shape \(first: backbone\.fpn_lateral2\.norm\.bias: \(32,.*\) in the "
+                                        r"checkpoint, \(64,.*\) in the model\)\); resume with the config of that run"):
+        validate_run(other, resume=True)
+    data = (out / "model_0000003.pth").read_bytes()
+    (out / "model_0000003.pth").write_bytes(data[:1000])
+    with pytest.raises(UserError, match=r"^--resume: .*/model_0000003\.pth: cannot read the weights file .*truncated"):
+        validate_run(cfg, resume=True)
+    torch.save({"model": {}}, out / "model_0000003.pth")
+    with pytest.raises(UserError, match=r"is not a training checkpoint \(no 'model' and 'iteration'\)"):
+        validate_run(cfg, resume=True)
+    assert sorted(os.listdir(out)) == before

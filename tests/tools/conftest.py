@@ -91,7 +91,8 @@ def workspace(tmp_path_factory) -> Workspace:
 
     cfg = get_cfg()
     cfg.merge_from_file(TINY_CONFIG)
-    torch.save(build_model(cfg).state_dict(), root / "good.pth")
+    state = build_model(cfg).state_dict()
+    torch.save(state, root / "good.pth")
     data = (root / "good.pth").read_bytes()
     (root / "truncated.pth").write_bytes(data[: len(data) // 2])
     with open(root / "evil.pkl", "wb") as f:
@@ -99,13 +100,20 @@ def workspace(tmp_path_factory) -> Workspace:
     torch.save({"encoder.weight": torch.zeros(2)}, root / "bert.pth")
     torch.save({"roi_heads.keypoint_head.conv1.weight": torch.zeros(2)}, root / "keypoints.pth")
 
-    # A directory holding another run's checkpoints, and one whose last_checkpoint names a lost file.
+    # A directory holding another run's checkpoints, one whose last_checkpoint names a lost file, one
+    # with checkpoints but no last_checkpoint; a run of the tiny model to resume, and one cut short.
     for name, files in (("other_run", {"last_checkpoint": "model_final.pth", "model_final.pth": "x",
                                        "metrics.json": '{"iteration": 0}\n', "config.yaml": "SEED: 1\n"}),
-                        ("lost_checkpoint", {"last_checkpoint": "model_0000009.pth", "model_0000004.pth": "x"})):
+                        ("lost_checkpoint", {"last_checkpoint": "model_0000009.pth", "model_0000004.pth": "x"}),
+                        ("no_last_checkpoint", {"model_0000004.pth": "x", "model_0000009.pth": "x"}),
+                        ("resumable", {"last_checkpoint": "model_0000003.pth"}),
+                        ("cut_checkpoint", {"last_checkpoint": "model_0000003.pth"})):
         (root / name).mkdir()
         for fname, text in files.items():
             (root / name / fname).write_text(text)
+    torch.save({"model": state, "iteration": 3}, root / "resumable" / "model_0000003.pth")
+    data = (root / "resumable" / "model_0000003.pth").read_bytes()
+    (root / "cut_checkpoint" / "model_0000003.pth").write_bytes(data[: len(data) // 2])
     (root / "a_file").write_text("")
     return ws
 

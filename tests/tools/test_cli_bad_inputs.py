@@ -90,6 +90,28 @@ CASES: List[Case] = [
          E + "--resume: {root}/lost_checkpoint/last_checkpoint names 'model_0000009.pth', which does not exist in "
              "{root}/lost_checkpoint; restore the file, or point last_checkpoint at another model_*.pth there",
          output_dir="lost_checkpoint"),
+    Case("resume_without_last_checkpoint", lambda ws, out: train("--resume")(ws, ws.p("no_last_checkpoint")),
+         E + "--resume: OUTPUT_DIR '{root}/no_last_checkpoint' holds model_0000004.pth, model_0000009.pth but no "
+             "last_checkpoint naming the one to resume from; write its name into {root}/no_last_checkpoint/"
+             "last_checkpoint (e.g. model_0000009.pth), or pass --overwrite instead of --resume to start over",
+         output_dir="no_last_checkpoint"),
+    Case("resume_into_another_model", lambda ws, out: train("--resume", "MODEL.FPN.OUT_CHANNELS", "64")(ws, ws.p("resumable")),
+         re.compile(re.escape(E + "--resume: {root}/resumable/model_0000003.pth does not fit the model of this config (")
+                    + r"\d+ of another shape \(first: .*: \(32,.*\) in the checkpoint, \(64,.*\) in the model\)\); "
+                    + re.escape("resume with the config of that run ({root}/resumable/config.yaml, without overrides "
+                                "that change the model), point last_checkpoint at another checkpoint, or pass "
+                                "--overwrite instead of --resume to start over") + "$"),
+         output_dir="resumable"),
+    Case("resume_other_norm", lambda ws, out: train("--resume", "MODEL.RESNETS.NORM", "FrozenBN")(ws, ws.p("resumable")),
+         re.compile(re.escape(E + "--resume: {root}/resumable/model_0000003.pth does not fit the model of this config (")
+                    + r"\d+ missing from the checkpoint \(first: backbone\..*running_mean\)(; .*)?\); resume with .*$"),
+         output_dir="resumable"),
+    Case("resume_truncated_checkpoint", lambda ws, out: train("--resume")(ws, ws.p("cut_checkpoint")),
+         re.compile(re.escape(E + "--resume: {root}/cut_checkpoint/model_0000003.pth: cannot read the weights file "
+                                  "(torch zip format): it looks truncated or corrupt (") + r"RuntimeError: [^.]+\); "
+                    + re.escape("point last_checkpoint at an intact checkpoint, or pass --overwrite instead of --resume "
+                                "to start over") + "$"),
+         output_dir="cut_checkpoint"),
     Case("resume_and_overwrite", lambda ws, out: train("--resume", "--overwrite")(ws, ws.p("other_run")),
          E + "--resume and --overwrite contradict each other: --resume continues the run in OUTPUT_DIR, --overwrite "
              "deletes it; pass one", output_dir="other_run"),
@@ -98,6 +120,15 @@ CASES: List[Case] = [
          E + "--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth"),
     Case("eval_only_flag_after_overrides_without_weights", lambda ws, out: train()(ws, out) + ["--eval-only"],
          E + "--eval-only needs weights: pass MODEL.WEIGHTS path/to/model_final.pth"),
+    Case("eval_only_with_overwrite", lambda ws, out: train("--eval-only", "--overwrite", "MODEL.WEIGHTS",
+                                                          path("good.pth"))(ws, ws.p("other_run")),
+         E + "--overwrite with --eval-only deletes nothing (an evaluation keeps OUTPUT_DIR's run and writes "
+             "OUTPUT_DIR/inference): drop --overwrite", output_dir="other_run"),
+    Case("eval_only_resume_truncated_checkpoint", lambda ws, out: train("--eval-only", "--resume", "MODEL.WEIGHTS",
+                                                                       path("good.pth"))(ws, ws.p("cut_checkpoint")),
+         re.compile(re.escape(E + "--resume: {root}/cut_checkpoint/model_0000003.pth: cannot read the weights file ")
+                    + ".*; point last_checkpoint at an intact checkpoint, or pass --overwrite instead of --resume to "
+                      "start over$"), output_dir="cut_checkpoint"),
     Case("eval_only_empty_test", train("--eval-only", "MODEL.WEIGHTS", path("good.pth"), "DATASETS.TEST", "()"),
          E + "--eval-only with an empty DATASETS.TEST evaluates nothing: name the datasets to evaluate, e.g. "
              "DATASETS.TEST \"('mine_val',)\""),
