@@ -253,7 +253,7 @@ def _join_or(items: List[str]) -> str:
 def batch_free_norms() -> str:
     """The registered norms whose training output does not depend on the batch, as a phrase for errors.
 
-    Generated from the traits, e.g. "FrozenBN, GN, LN, IN or SN/SyncSN with MODEL.SN.USE_BN=False".
+    Generated from the traits, e.g. "FrozenBN, GN, LN, IN, FRN, EvoNormS0 or SN/SyncSN with MODEL.SN.USE_BN=False".
     """
     names: List[str] = []
     conditional: Dict[str, List[str]] = {}

@@ -1,5 +1,5 @@
 """benchmarks/bench_step.py: the detectron2 benchmark input, one timed step (slow), and the CUDA mode's
-full iteration and GPU busy share, run on CPU at a small size (the CUDA run itself: scripts/gpu_check.sh)."""
+full iteration and GPU busy share, run on CPU at a small size (the CUDA run itself: tools/gpu_check.sh)."""
 import importlib.util
 import pathlib
 
