@@ -87,7 +87,8 @@ def build_rpn_head_norm(cfg, channels: int, num_levels: int) -> Union[nn.Module,
     norm = make()
     if norm is None or num_levels < 2 or not norm_traits(norm).running_stats:
         return norm
-    return per_level_norms(make, num_levels)
+    first = [norm]  # the norm built to read its traits becomes level 0; the others are built
+    return per_level_norms(lambda: first.pop() if first else make(), num_levels)
 
 
 def build_rpn(cfg, in_channels: int, strides: Sequence[int]) -> RPN:
