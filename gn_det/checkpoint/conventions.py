@@ -71,10 +71,11 @@ def check_input_conventions(cfg, weights_format: Union[DetectedFormat, InputConv
         found.append(("MODEL.RESNETS.STRIDE_IN_1X1", cfg.MODEL.RESNETS.STRIDE_IN_1X1, stride))
     if convention.bn_eps is not None and not math.isclose(cfg.MODEL.BN.EPSILON, convention.bn_eps, abs_tol=1e-12):
         found.append(("MODEL.BN.EPSILON", cfg.MODEL.BN.EPSILON, convention.bn_eps))
-    if convention.pooler_type is not None:
-        heads = ("ROI_BOX_HEAD", "ROI_MASK_HEAD") if cfg.MODEL.MASK_ON else ("ROI_BOX_HEAD",)
-        found.extend((f"MODEL.{h}.POOLER_TYPE", cfg.MODEL[h].POOLER_TYPE, convention.pooler_type)
-                     for h in heads if cfg.MODEL[h].POOLER_TYPE != convention.pooler_type)
+    poolers = {"ROI_BOX_HEAD": convention.pooler_type}  # each head's recorded pooler (the mask's: else the box's)
+    if cfg.MODEL.MASK_ON:
+        poolers["ROI_MASK_HEAD"] = convention.mask_pooler_type or convention.pooler_type
+    found.extend((f"MODEL.{h}.POOLER_TYPE", cfg.MODEL[h].POOLER_TYPE, expected)
+                 for h, expected in poolers.items() if expected is not None and cfg.MODEL[h].POOLER_TYPE != expected)
     messages = [
         f"{key}={value!r} disagrees with MODEL.WEIGHTS ({source}; {convention.how_known}): "
         f"they expect {key}={expected!r}; {fix}"
@@ -91,7 +92,8 @@ def convention_from_config_file(path: str, *, mergeable: bool = True,
     or None when there is none or it does not record these keys. ``mergeable``: the file can be merged
     into a gn_det config (the warning then suggests it). ``default_pooler``: the pooler of a config.yaml
     without ROI_BOX_HEAD.POOLER_TYPE (gn_det wrote none before the key existed and pooled with
-    torchvision's aligned=False RoIAlign)."""
+    torchvision's aligned=False RoIAlign); ROI_MASK_HEAD.POOLER_TYPE is read where recorded (else the box
+    head's is checked for the mask head too)."""
     import yaml
 
     try:
@@ -107,6 +109,7 @@ def convention_from_config_file(path: str, *, mergeable: bool = True,
             recipe=path if mergeable else "",
             how_known=f"recorded in {path}",
             pooler_type=(model.get("ROI_BOX_HEAD") or {}).get("POOLER_TYPE", default_pooler),
+            mask_pooler_type=(model.get("ROI_MASK_HEAD") or {}).get("POOLER_TYPE"),
         )
     except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError):
         return None

@@ -31,7 +31,8 @@ class InputConvention:
     recipe: str  # a config to merge that sets all of the above (configs/weights/*.yaml, config.yaml); "" = none
     how_known: str = "published recipe"  # or "recorded in ...", "guessed from the checkpoint's norms ..."
     bn_eps: Optional[float] = None  # MODEL.BN.EPSILON the BN statistics were used with; None = not checked
-    pooler_type: Optional[str] = None  # MODEL.ROI_{BOX,MASK}_HEAD.POOLER_TYPE the heads were trained with; None = not checked
+    pooler_type: Optional[str] = None  # MODEL.ROI_BOX_HEAD.POOLER_TYPE the heads were trained with; None = not checked
+    mask_pooler_type: Optional[str] = None  # MODEL.ROI_MASK_HEAD.POOLER_TYPE; None = the box head's (pooler_type)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .serialize import SerializedList
 from .image_io import check_image_size, image_to_tensor, read_image
 from .transforms import ResizeShortestEdge, hflip, resize_image, resize_mask, scale_polygons
 
-__all__ = ["segmentation_to_mask", "annotations_to_target", "augmentation_rng", "flip_decision", "DatasetMapper"]
+__all__ = ["segmentation_to_mask", "annotations_to_target", "augmentation_rng", "augmentation_draws", "DatasetMapper"]
 
 RANDOM_FLIP_CHOICES = ("horizontal", "none")
 
@@ -85,10 +85,12 @@ def augmentation_rng(seed: int, position: int) -> np.random.Generator:
     return np.random.default_rng([seed, position])
 
 
-def flip_decision(seed: int, position: int) -> bool:
-    """Whether to flip the sample at global stream `position` of a run seeded with `seed`: a fair coin,
-    the first draw of its augmentation_rng."""
-    return bool(augmentation_rng(seed, position).random() < 0.5)
+def augmentation_draws(seed: int, position: int, resize: Optional[ResizeShortestEdge]) -> Tuple[bool, Optional[int]]:
+    """(flip, training short side) of the sample at global stream `position` of a run seeded with `seed`:
+    a fair coin (first draw of its augmentation_rng), then `resize.sample_size` (None without a resize)."""
+    rng = augmentation_rng(seed, position)
+    flip = bool(rng.random() < 0.5)
+    return flip, (resize.sample_size(rng) if resize is not None else None)
 
 
 class DatasetMapper:
@@ -145,8 +147,6 @@ class MappedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         if isinstance(key, tuple):
             index, position = key
-            rng = augmentation_rng(self.seed, position)
-            flip = bool(rng.random() < 0.5)  # the same draw as flip_decision
-            short = self.mapper.resize.sample_size(rng) if self.mapper.resize is not None else None
+            flip, short = augmentation_draws(self.seed, position, self.mapper.resize)
             return self.mapper(self.dataset_dicts[index], flip=flip, short_edge=short)
         return self.mapper(self.dataset_dicts[key])

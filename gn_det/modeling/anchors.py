@@ -109,14 +109,18 @@ def feature_strides(backbone: nn.Module, names: Sequence[str], key: str) -> List
 
 def build_anchor_generator(cfg, strides: Sequence[int]) -> DefaultAnchorGenerator:
     """Anchors of MODEL.ANCHOR_GENERATOR for the levels of MODEL.RPN.IN_FEATURES, whose strides are given:
-    SIZES per level; ASPECT_RATIOS (h/w) per level or one list for all; OFFSET."""
+    SIZES and ASPECT_RATIOS (h/w) per level, or one list repeated for every level (detectron2's
+    _broadcast_params); OFFSET."""
     a = cfg.MODEL.ANCHOR_GENERATOR
     sizes = [tuple(float(s) for s in level) for level in a.SIZES]
     ratios = [tuple(float(r) for r in level) for level in a.ASPECT_RATIOS]
     num_levels = len(cfg.MODEL.RPN.IN_FEATURES)
+    if len(sizes) == 1:
+        sizes = sizes * num_levels
     if len(sizes) != num_levels:
         raise ValueError(f"MODEL.ANCHOR_GENERATOR.SIZES has {len(sizes)} levels but MODEL.RPN.IN_FEATURES has "
-                         f"{num_levels} ({list(cfg.MODEL.RPN.IN_FEATURES)}); give one list of sizes per level")
+                         f"{num_levels} ({list(cfg.MODEL.RPN.IN_FEATURES)}); give one list of sizes per level "
+                         "or one list for all levels")
     if len(ratios) == 1:
         ratios = ratios * num_levels
     if len(ratios) != num_levels:

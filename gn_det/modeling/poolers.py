@@ -24,7 +24,9 @@ CANONICAL_BOX_SIZE, CANONICAL_LEVEL = 224, 4  # FPN paper eq. 1: a 224-pixel box
 
 
 def assign_boxes_to_levels(boxes: torch.Tensor, min_level: int, max_level: int) -> torch.Tensor:
-    """Index (0 = ``min_level``) of the pyramid level each x1y1x2y2 box pools from (FPN eq. 1, detectron2's)."""
+    """Index (0 = ``min_level``) of the pyramid level each x1y1x2y2 box pools from (FPN eq. 1, detectron2's),
+    computed in float32 (or wider) whatever the boxes' dtype (a half area overflows past 65504: a 300 x 300 box)."""
+    boxes = boxes.to(torch.promote_types(boxes.dtype, torch.float32))
     sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     levels = torch.floor(CANONICAL_LEVEL + torch.log2(sizes / CANONICAL_BOX_SIZE + 1e-8))
     return torch.clamp(levels, min=min_level, max=max_level).to(torch.int64) - min_level

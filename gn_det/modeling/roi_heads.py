@@ -83,9 +83,12 @@ class BoxPredictor(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor):
-        """(R, F) -> class logits (R, K+1), box deltas (R, (K+1)*4)."""
+        """(R, F) -> class logits (R, K+1), box deltas (R, (K+1)*4), float32 (or wider) also under autocast (the
+        detections are decoded in the deltas' dtype; detectron2 decodes in float32, as RPNHead)."""
         x = x.flatten(start_dim=1)
-        return self.cls_score(x), self.bbox_pred(x)
+        scores, deltas = self.cls_score(x), self.bbox_pred(x)
+        wide = torch.promote_types(deltas.dtype, torch.float32)  # half (autocast) -> float32; float64 kept
+        return scores.to(wide), deltas.to(wide)
 
 
 class MaskRCNNConvUpsampleHead(nn.Module):

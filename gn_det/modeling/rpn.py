@@ -41,7 +41,9 @@ class RPNHead(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Per level: objectness logits (N, A, H, W) and box deltas (N, 4A, H, W), as torchvision's RPNHead."""
+        """Per level: objectness logits (N, A, H, W) and box deltas (N, 4A, H, W), as torchvision's RPNHead,
+        in float32 (or wider) also under autocast: torchvision's BoxCoder decodes in the deltas' dtype, and bf16/fp16
+        proposals are pixels off (bf16 rounds 1100.7 to 1104); detectron2 decodes in float32 too."""
         per_level = isinstance(self.conv_norm, nn.ModuleList)
         if per_level and len(features) != len(self.conv_norm):
             raise ValueError(f"the RPN head has one norm per level for {len(self.conv_norm)} levels "
@@ -54,8 +56,10 @@ class RPNHead(nn.Module):
                 x = norm(x)
             if not applies_activation(norm):
                 x = F.relu(x)
-            logits.append(self.cls_logits(x))
-            deltas.append(self.bbox_pred(x))
+            logit, delta = self.cls_logits(x), self.bbox_pred(x)
+            wide = torch.promote_types(delta.dtype, torch.float32)  # half (autocast) -> float32; float64 kept
+            logits.append(logit.to(wide))
+            deltas.append(delta.to(wide))
         return logits, deltas
 
 
@@ -87,7 +91,8 @@ def build_rpn_head_norm(cfg, channels: int, num_levels: int) -> Union[nn.Module,
     norm = make()
     if norm is None or num_levels < 2 or not norm_traits(norm).running_stats:
         return norm
-    return per_level_norms(make, num_levels)
+    first = [norm]  # the norm built to read its traits becomes level 0; the others are built
+    return per_level_norms(lambda: first.pop() if first else make(), num_levels)
 
 
 def build_rpn(cfg, in_channels: int, strides: Sequence[int]) -> RPN:

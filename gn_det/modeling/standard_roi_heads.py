@@ -4,7 +4,9 @@ torchvision crops each ground-truth mask to its RoI with ``roi_align(aligned=Fal
 ``aligned=False`` pooler. With detectron2's default ROIAlignV2 pooler (``aligned=True``) those targets
 sit half a pixel off the features the mask head sees, which costs mask AP at the strict IoU thresholds.
 Here the targets are cropped with the mask pooler's own alignment: ``aligned=True`` for ROIAlignV2
-(detectron2's ``BitMasks.crop_and_resize``), torchvision's ``aligned=False`` for ROIAlign and ROIPool.
+(detectron2's box-to-grid mapping, as in its ``BitMasks.crop_and_resize``), torchvision's ``aligned=False``
+for ROIAlign and ROIPool. The targets stay soft (bilinear values in [0, 1], unthresholded) as torchvision's
+loss uses them; detectron2 thresholds its crop at 0.5 (binary targets), which is not done here.
 Sampling, matching, the box losses, post-processing and mask inference are torchvision's.
 """
 from __future__ import annotations
@@ -22,7 +24,8 @@ __all__ = ["StandardROIHeads", "mask_rcnn_loss", "mask_targets"]
 def mask_targets(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.Tensor, size: int,
                  aligned: bool) -> torch.Tensor:
     """(R, size, size) soft targets: ground-truth mask ``matched_idxs[r]`` bilinearly sampled in box r
-    (x1y1x2y2 in image pixels), ``aligned`` as the mask pooler (True: ROIAlignV2's half-pixel shift)."""
+    (x1y1x2y2 in image pixels), ``aligned`` as the mask pooler (True: ROIAlignV2's half-pixel shift, the
+    mapping of detectron2's crop_and_resize); not thresholded (detectron2's are, at 0.5; torchvision's are not)."""
     rois = torch.cat([matched_idxs.to(boxes)[:, None], boxes], dim=1)
     return roi_align(gt_masks[:, None].to(rois), rois, (size, size), 1.0, aligned=aligned)[:, 0]
 

@@ -8,7 +8,7 @@ from gn_det.layers import GNOptions, NormOptions, get_norm
 
 
 class ConvNorm(nn.Conv2d):
-    """nn.Conv2d with a ``.norm`` child, bias off when normed (gn_det.modeling.layers.Conv2d's layout)."""
+    """nn.Conv2d with a ``.norm`` child, bias off when normed (gn_det.layers.Conv2d's layout)."""
 
     def __init__(self, cin, cout, k, norm, stride=1):
         super().__init__(cin, cout, k, stride=stride, padding=k // 2, bias=not norm)

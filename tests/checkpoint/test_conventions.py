@@ -94,6 +94,33 @@ def test_own_checkpoint_reads_config_yaml_beside_it(tmp_path):
     assert conv.convention_from_config_file(str(tmp_path / "missing.yaml")) is None
 
 
+def test_each_head_checked_against_its_own_recorded_pooler(tmp_path):
+    """A config.yaml recording different box and mask poolers: each head is checked against its own; without
+    the mask head's, the box head's stands for both."""
+    data = {"INPUT": {"FORMAT": "BGR"}, "MODEL": {"PIXEL_MEAN": list(conv._C2_MEAN), "PIXEL_STD": [1, 1, 1],
+                                                "RESNETS": {"STRIDE_IN_1X1": True, "NORM": "FrozenBN"},
+                                                "ROI_BOX_HEAD": {"POOLER_TYPE": "ROIAlignV2"},
+                                                "ROI_MASK_HEAD": {"POOLER_TYPE": "ROIAlign"}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    found = conv.convention_from_config_file(str(tmp_path / "config.yaml"))
+    assert (found.pooler_type, found.mask_pooler_type) == ("ROIAlignV2", "ROIAlign")
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.MASK_ON", True, "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2",
+                         "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlign"])
+    assert check_input_conventions(cfg, found) == []
+    cfg.merge_from_list(["MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2"])
+    assert [m.split(" disagrees")[0] for m in check_input_conventions(cfg, found)] == [
+        "MODEL.ROI_MASK_HEAD.POOLER_TYPE='ROIAlignV2'"]
+    assert "they expect MODEL.ROI_MASK_HEAD.POOLER_TYPE='ROIAlign'" in check_input_conventions(cfg, found)[0]
+    del data["MODEL"]["ROI_MASK_HEAD"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    found = conv.convention_from_config_file(str(tmp_path / "config.yaml"))
+    assert check_input_conventions(cfg, found) == []  # the box head's ROIAlignV2 stands for the mask head's
+    cfg.merge_from_list(["MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlign"])
+    assert [m.split(" disagrees")[0] for m in check_input_conventions(cfg, found)] == [
+        "MODEL.ROI_MASK_HEAD.POOLER_TYPE='ROIAlign'"]
+
+
 # --- detectron2 files: what the zoo recipe or the run's config.yaml records, the guess only without either ---
 SCRATCH_9X_SYNCBN = "model_final_5ce33e.pkl"  # detectron2 model_zoo.py: Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn
 ZOO_MASK_RCNN_3X = "model_final_f10217.pkl"  # COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x

@@ -249,6 +249,23 @@ def test_p6_stride_at_800_pixels_and_anchor_offset():
         build_anchor_generator(cfg, [4, 8, 16, 32, 64])
 
 
+def test_one_list_of_anchor_sizes_is_repeated_for_every_level():
+    """MODEL.ANCHOR_GENERATOR.SIZES as one list applies to every RPN level (detectron2's _broadcast_params),
+    as ASPECT_RATIOS does: the anchors equal the formula with that list at each level's stride."""
+    cfg = recipe_cfg(RECIPES["FrozenBN 1x"], "MODEL.ANCHOR_GENERATOR.SIZES", [[32, 90]],
+                     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 2.0]])
+    strides = [4, 8, 16, 32, 64]
+    generator = build_anchor_generator(cfg, strides)
+    assert generator.num_anchors_per_location() == [4] * 5
+    grids = [(3, 2), (2, 2), (1, 2), (1, 1), (1, 1)]
+    for got, grid, stride in zip(generator.grid_anchors(grids, torch.device("cpu")), grids, strides):
+        torch.testing.assert_close(got.double(), d2_anchors(grid, stride, [32, 90], [0.5, 2.0]), rtol=0, atol=1e-4)
+    cfg.merge_from_list(["MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64]]])
+    with pytest.raises(ValueError, match=r"MODEL.ANCHOR_GENERATOR.SIZES has 2 levels but MODEL.RPN.IN_FEATURES has 5 "
+                                         r".*; give one list of sizes per level or one list for all levels"):
+        build_anchor_generator(cfg, strides)
+
+
 def test_unknown_pooler_type_names_the_key():
     from gn_det.modeling import build_model
 

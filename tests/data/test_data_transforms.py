@@ -135,3 +135,33 @@ def test_resize_from_config_and_sampling():
         ResizeShortestEdge.from_config(cfg, True)
     with pytest.raises(ValueError, match=r"sample_style should be 'choice' or 'range', got 'x'"):
         ResizeShortestEdge(32, sample_style="x")
+
+
+def test_mapped_dataset_draws_flip_then_short_side_from_the_position_rng():
+    """augmentation_draws is the one source of the per-sample draws: rng = default_rng([seed, position]),
+    flip = first uniform < 0.5, short side = the resize's choice from the same stream; MappedDataset uses it."""
+    from gn_det.data.mapper import MappedDataset, augmentation_draws
+
+    resize = ResizeShortestEdge((32, 40, 48, 56))
+    calls = []
+
+    class Recorder:
+        def __init__(self):
+            self.resize = resize
+
+        def __call__(self, d, flip=False, short_edge=None):
+            calls.append((d["i"], flip, short_edge))
+            return d
+
+    dataset = MappedDataset([{"i": k} for k in range(3)], Recorder(), seed=11)
+    expected = []
+    for index, position in [(0, 0), (2, 5), (1, 17), (0, 1000)]:
+        rng = np.random.default_rng([11, position])
+        flip = bool(rng.random() < 0.5)
+        short = (32, 40, 48, 56)[int(rng.integers(4))]
+        assert augmentation_draws(11, position, resize) == (flip, short)
+        assert augmentation_draws(11, position, None) == (flip, None)
+        dataset[(index, position)]
+        expected.append((index, flip, short))
+    assert calls == expected
+    assert {augmentation_draws(11, p, None)[0] for p in range(20)} == {False, True}

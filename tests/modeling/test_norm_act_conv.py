@@ -164,3 +164,24 @@ def test_rpn_head_bn_keeps_statistics_per_level():
 def test_rpn_head_batch_free_norm_stays_shared():
     head = build_model(tiny_cfg("tiny/mask_rcnn_R_18_FPN_gn.yaml", "MODEL.RPN.HEAD_NORM", "GN")).rpn.head
     assert isinstance(head.conv_norm, nn.GroupNorm)
+
+
+def test_rpn_head_norm_built_once_per_level(monkeypatch):
+    """build_rpn_head_norm builds num_levels norms for a norm with running statistics (the one built to read
+    its traits is level 0), and one for a shared norm."""
+    from gn_det.modeling import rpn
+
+    built = []
+
+    def counting_get_norm(*args, **kwargs):
+        built.append(rpn.get_norm.__wrapped__(*args, **kwargs))
+        return built[-1]
+
+    counting_get_norm.__wrapped__ = rpn.get_norm
+    monkeypatch.setattr(rpn, "get_norm", counting_get_norm)
+    cfg = tiny_cfg("tiny/mask_rcnn_R_18_FPN_gn.yaml", "MODEL.RPN.HEAD_NORM", "BN")
+    norms = rpn.build_rpn_head_norm(cfg, 64, 5)
+    assert len(norms) == 5 and len(built) == 5 and all(a is b for a, b in zip(norms, built))
+    built.clear()
+    cfg = tiny_cfg("tiny/mask_rcnn_R_18_FPN_gn.yaml", "MODEL.RPN.HEAD_NORM", "GN")
+    assert rpn.build_rpn_head_norm(cfg, 64, 5) is built[0] and len(built) == 1
