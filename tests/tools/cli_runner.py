@@ -10,6 +10,7 @@ traceback and exits 1, as the interpreter does). Commands of one batch run in pa
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -151,3 +152,14 @@ def run_subprocess(script: str, argv: Sequence[str], cwd: str, env: Optional[Dic
     proc = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, argv)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def snapshot(directory: str) -> Dict[str, str]:
+    """relative path -> sha1 of every file under ``directory`` ({} when absent): to show a tool changed nothing."""
+    out = {}
+    for base, _, files in os.walk(directory):
+        for name in files:
+            full = os.path.join(base, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, directory)] = hashlib.sha1(f.read()).hexdigest()
+    return out

@@ -7,16 +7,15 @@ give the same answer from a fresh ``python tools/...`` process.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 import pytest
 import torch
 
-from cli_runner import TINY_CONFIG, Command, run_subprocess
+from cli_runner import TINY_CONFIG, Command, run_subprocess, snapshot
 
 TRAIN_NET = "tools/train_net.py"
 OUT = "out"  # a fresh OUTPUT_DIR name per case: <root>/<case id>/out must not exist afterwards
@@ -239,17 +238,6 @@ CASES: List[Case] = [
 ]
 
 
-def _snapshot(directory: str) -> Dict[str, str]:
-    """relative path -> sha1 of every file under ``directory`` (or {} when absent)."""
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            full = os.path.join(base, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, directory)] = hashlib.sha1(f.read()).hexdigest()
-    return out
-
-
 def _command(case: Case, ws) -> Command:
     case_dir = os.path.join(ws.p("cases"), case.id)
     os.makedirs(case_dir, exist_ok=True)
@@ -260,9 +248,9 @@ def _command(case: Case, ws) -> Command:
 def outcomes(workspace, runner):
     """Every case run once (in one parallel batch), with the snapshots of their OUTPUT_DIRs around it."""
     cases = [c for c in CASES if not _skipped(c)]
-    existing = {c.id: _snapshot(workspace.p(c.output_dir)) for c in cases if c.output_dir not in (None, OUT)}
+    existing = {c.id: snapshot(workspace.p(c.output_dir)) for c in cases if c.output_dir not in (None, OUT)}
     results = runner.run_many([_command(c, workspace) for c in cases])
-    after = {c.id: _snapshot(workspace.p(c.output_dir)) for c in cases if c.output_dir not in (None, OUT)}
+    after = {c.id: snapshot(workspace.p(c.output_dir)) for c in cases if c.output_dir not in (None, OUT)}
     return dict(zip([c.id for c in cases], results)), existing, after
 
 

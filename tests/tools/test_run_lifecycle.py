@@ -5,7 +5,6 @@ config.yaml (absolute REGISTER_COCO paths; its config goes beside its results); 
 clean); convert_weights of the run's model_final.pth. Files are readable by group and others."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -14,21 +13,11 @@ import pytest
 import torch
 import yaml
 
-from cli_runner import TINY_CONFIG
+from cli_runner import TINY_CONFIG, snapshot
 
 TRAIN_NET = "tools/train_net.py"
 D = "runs/life"  # OUTPUT_DIR, relative to the workspace (the working directory of the runs)
 BASE_LR = 0.01  # tiny_gn.yaml; WARMUP_ITERS 2 there
-
-
-def _snapshot(directory):
-    out = {}
-    for base, _, files in os.walk(directory):
-        for name in files:
-            full = os.path.join(base, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, directory)] = hashlib.sha1(f.read()).hexdigest()
-    return out
 
 
 def _metrics(out_dir):
@@ -54,7 +43,7 @@ def life(workspace, runner):
 
     def step(name, argv, cwd=root, script=TRAIN_NET):
         result = runner.run(script, argv, cwd=cwd, umask=0o022)
-        steps[name] = (result, _snapshot(out), _metrics(out))
+        steps[name] = (result, snapshot(out), _metrics(out))
         return result
 
     step("train", first)
