@@ -94,29 +94,6 @@ def test_output_dir_probe_creates_nothing(tmp_path):
         check_output_dir_writable(str(tmp_path / "f" / "out"))
 
 
-def test_freeze_at_without_weights_warns(tmp_path):
-    root = tmp_path / "shapes"
-    generate_shapes_dataset(str(root), num_train=2, num_val=1, size=64, seed=9)
-    DatasetCatalog.remove("freeze_train")
-    MetadataCatalog.remove("freeze_train")
-    register_coco_instances("freeze_train", {}, str(root / "annotations" / "instances_train.json"), str(root / "train"))
-    try:
-        cfg = get_cfg()
-        cfg.merge_from_file(CONFIG)
-        cfg.merge_from_list(["DATASETS.TRAIN", ("freeze_train",), "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "o"),
-                             "MODEL.BACKBONE.FREEZE_AT", 2])
-        prepared = validate_run(cfg)
-        assert prepared.warnings == [
-            "MODEL.BACKBONE.FREEZE_AT=2 freezes the stem and res2 but MODEL.WEIGHTS is empty: they stay at their "
-            "random initialisation. Set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch, or give MODEL.WEIGHTS"]
-        cfg.merge_from_list(["MODEL.BACKBONE.FREEZE_AT", 0])
-        assert validate_run(cfg).warnings == []
-        assert not os.path.exists(tmp_path / "o")
-    finally:
-        DatasetCatalog.remove("freeze_train")
-        MetadataCatalog.remove("freeze_train")
-
-
 @pytest.fixture
 def freeze_train(tmp_path):
     root = tmp_path / "shapes"
@@ -127,6 +104,20 @@ def freeze_train(tmp_path):
     yield "freeze_train"
     DatasetCatalog.remove("freeze_train")
     MetadataCatalog.remove("freeze_train")
+
+
+def test_freeze_at_without_weights_warns(tmp_path, freeze_train):
+    cfg = get_cfg()
+    cfg.merge_from_file(CONFIG)
+    cfg.merge_from_list(["DATASETS.TRAIN", (freeze_train,), "DATASETS.TEST", (), "OUTPUT_DIR", str(tmp_path / "o"),
+                         "MODEL.BACKBONE.FREEZE_AT", 2])
+    prepared = validate_run(cfg)
+    assert prepared.warnings == [
+        "MODEL.BACKBONE.FREEZE_AT=2 freezes the stem and res2 but MODEL.WEIGHTS is empty: they stay at their "
+        "random initialisation. Set MODEL.BACKBONE.FREEZE_AT 0 to train from scratch, or give MODEL.WEIGHTS"]
+    cfg.merge_from_list(["MODEL.BACKBONE.FREEZE_AT", 0])
+    assert validate_run(cfg).warnings == []
+    assert not os.path.exists(tmp_path / "o")
 
 
 def _resumable_run(tmp_path, dataset):
