@@ -24,6 +24,7 @@ from gn_det.checkpoint.checkpointer import load_model_weights
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
                            launch, under_torchrun, validate_run)
+from gn_det.engine.launch import check_launch_args
 from gn_det.engine.validate import last_checkpoint_file
 from gn_det.utils import comm
 from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line
@@ -123,19 +124,6 @@ def procs_per_machine(args) -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if under_torchrun() else args.num_gpus
 
 
-def check_launch_args(args) -> None:
-    """--num-gpus / --num-machines / --machine-rank / --dist-url make a valid set of processes."""
-    if under_torchrun():
-        return
-    if args.num_gpus < 1 or args.num_machines < 1:
-        raise UserError(f"--num-gpus and --num-machines must be >= 1, got {args.num_gpus} and {args.num_machines}")
-    if not 0 <= args.machine_rank < args.num_machines:
-        raise UserError(f"--machine-rank should be in [0, {args.num_machines - 1}], got {args.machine_rank}")
-    if args.num_machines > 1 and args.dist_url in ("", "auto"):
-        raise UserError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
-                        "--dist-url tcp://<machine 0 address>:<port>")
-
-
 def preflight(args) -> PreparedRun:
     """Validate the whole run once, before any process starts and before anything is written; then
     create OUTPUT_DIR (emptied of an earlier run with --overwrite). Raises UserError (one line).
@@ -146,7 +134,8 @@ def preflight(args) -> PreparedRun:
     rank0 = not under_torchrun() or int(os.environ["RANK"]) == 0
     local0 = not under_torchrun() or int(os.environ["LOCAL_RANK"]) == 0
     try:
-        check_launch_args(args)
+        if not under_torchrun():  # torchrun made the processes already
+            check_launch_args(args.num_gpus, args.num_machines, args.machine_rank, args.dist_url)
         cfg = load_config(args)
         prepared = validate_run(cfg, eval_only=args.eval_only, resume=args.resume, overwrite=args.overwrite,
                                 world_size=world_size(args), procs_per_machine=procs_per_machine(args),

@@ -42,6 +42,20 @@ def under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
+def check_launch_args(num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
+                      dist_url: Optional[str] = None) -> None:
+    """ValueError (one line, naming the flag) unless --num-gpus / --num-machines / --machine-rank /
+    --dist-url make a valid set of processes (what ``launch`` starts without torchrun)."""
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise ValueError(f"--num-gpus and --num-machines must be >= 1, got {num_gpus_per_machine} "
+                         f"and {num_machines}")
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(f"--machine-rank should be in [0, {num_machines - 1}], got {machine_rank}")
+    if num_machines > 1 and dist_url in (None, "", "auto"):
+        raise ValueError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
+                         "--dist-url tcp://<machine 0 address>:<port>")
+
+
 def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machines: int = 1,
            machine_rank: int = 0, dist_url: Optional[str] = None, args: Sequence[Any] = (),
            timeout: timedelta = DEFAULT_TIMEOUT, device: str = "auto") -> None:
@@ -59,19 +73,12 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
         finally:
             _destroy()
         return
-    if num_gpus_per_machine < 1 or num_machines < 1:
-        raise ValueError(f"--num-gpus and --num-machines must be >= 1, got {num_gpus_per_machine} "
-                         f"and {num_machines}")
-    if not 0 <= machine_rank < num_machines:
-        raise ValueError(f"--machine-rank should be in [0, {num_machines - 1}], got {machine_rank}")
+    check_launch_args(num_gpus_per_machine, num_machines, machine_rank, dist_url)
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1:
         main_func(*args)
         return
     if dist_url in (None, "", "auto"):
-        if num_machines > 1:
-            raise ValueError("--dist-url auto works on one machine only; with --num-machines > 1 pass "
-                             "--dist-url tcp://<machine 0 address>:<port>")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     check_processes_per_machine(device, num_gpus_per_machine)
     mp.start_processes(_worker, nprocs=num_gpus_per_machine, join=True, start_method="spawn",
