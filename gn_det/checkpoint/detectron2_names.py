@@ -1,8 +1,8 @@
 """detectron2 model-zoo checkpoints -> gn_det names and torchvision's class layout.
 
 detectron2's module names equal ours in the backbone and heads; they differ in three places:
-- the RPN is ``proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}`` (ours
-  ``rpn.head.{conv,cls_logits,bbox_pred}``; both lay deltas out anchor-major, 4 per anchor);
+- the RPN is ``proposal_generator.rpn_head.{conv,objectness_logits,anchor_deltas}`` (+ ``conv_norm`` in
+  gn_det.detectron2's GnDetRPNHead; ours ``rpn.head.{conv,conv_norm,cls_logits,bbox_pred}``; both lay deltas out anchor-major, 4 per anchor);
 - the mask head holds its own ``deconv``/``predictor`` (ours ``roi_heads.mask_predictor.*``);
 - the predictors: detectron2's ``cls_score`` has the background LAST (K+1 rows), ``bbox_pred`` has K*4
   class-specific rows (no background) and the mask ``predictor`` K channels; torchvision's have the
@@ -23,6 +23,7 @@ from .converted import BOTTOM_UP
 
 _RENAMES = [
     ("proposal_generator.rpn_head.conv.", "rpn.head.conv."),
+    ("proposal_generator.rpn_head.conv_norm.", "rpn.head.conv_norm."),  # gn_det.detectron2's GnDetRPNHead
     ("proposal_generator.rpn_head.objectness_logits.", "rpn.head.cls_logits."),
     ("proposal_generator.rpn_head.anchor_deltas.", "rpn.head.bbox_pred."),
     ("roi_heads.mask_head.deconv.", "roi_heads.mask_predictor.deconv."),

@@ -5,7 +5,7 @@ fvcore's update_bn_stats). GN/LN/IN/FrozenBN and frozen statistics are untouched
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Tuple
+from typing import Any, Callable, Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -46,16 +46,28 @@ def has_bn_stats(model: nn.Module) -> bool:
     return bool(_stat_layers(model))
 
 
+def _run_image_target_batch(model: nn.Module) -> Callable[[Any], Any]:
+    """gn_det's batches: a list of (image, target) pairs -> ``model(images, targets)``."""
+    def run(batch):
+        return model([img for img, _ in batch], [t for _, t in batch])
+    return run
+
+
 @torch.no_grad()
-def update_bn_stats(model: nn.Module, data: Iterable[List[Tuple[torch.Tensor, dict]]], num_iter: int) -> int:
+def update_bn_stats(model: nn.Module, data: Iterable[Any], num_iter: int, *,
+                    run: Optional[Callable[[Any], Any]] = None, layers: Optional[List[nn.Module]] = None) -> int:
     """Set each BN-like layer's running stats to the mean over ``num_iter`` batches of its batch stats.
 
-    Runs ``model(images, targets)`` in training mode (losses discarded, no gradient). With momentum
-    set to ``1 / (k + 1)`` at batch k the EMA becomes the exact running average of batch statistics.
-    Only running mean/var change: each layer's step count (``num_batches_tracked``, which drives BRN's
-    rmax/dmax warm-up) is restored afterwards. Returns the number of layers updated.
+    Runs each batch through the model in training mode (losses discarded, no gradient): ``run(batch)``,
+    by default ``model(images, targets)`` on gn_det's list of (image, target) pairs (gn_det.detectron2
+    passes ``model`` itself for detectron2's list of dicts). ``layers``: the norms to recompute (default:
+    every norm whose traits say running_stats and batch_dependent). With momentum set to ``1 / (k + 1)``
+    at batch k the EMA becomes the exact running average of batch statistics. Only running mean/var
+    change: each layer's step count (``num_batches_tracked``, which drives BRN's rmax/dmax warm-up) is
+    restored afterwards. Returns the number of layers updated.
     """
-    layers = _stat_layers(model)
+    layers = _stat_layers(model) if layers is None else list(layers)
+    run = _run_image_target_batch(model) if run is None else run
     if not layers or num_iter <= 0:
         return 0
     momenta = {m: m.momentum for m in layers}
@@ -73,9 +85,7 @@ def update_bn_stats(model: nn.Module, data: Iterable[List[Tuple[torch.Tensor, di
         for count, batch in enumerate(data, start=1):
             for m in layers:
                 m.momentum = 1.0 / count
-            images = [img for img, _ in batch]
-            targets = [t for _, t in batch]
-            model(images, targets)
+            run(batch)
             if count >= num_iter:
                 break
     finally:

@@ -25,17 +25,21 @@ class RPNHead(nn.Module):
     ``norm`` is one module applied to every level, or an nn.ModuleList with one norm per level (level k
     uses ``conv_norm[k]``; see build_rpn_head_norm). ``conv`` is the 3x3 conv's class (plain or WS).
     A norm that applies its own activation (built with act=True, e.g. FRN+TLU) replaces the ReLU.
-    Init as detectron2/torchvision: normal(std=0.01), bias 0.
+    Init as detectron2/torchvision: normal(std=0.01), bias 0. A subclass may rename the two output convs
+    (``logits_name``, ``deltas_name``: gn_det.detectron2's head uses detectron2's names).
     """
+
+    logits_name = "cls_logits"
+    deltas_name = "bbox_pred"
 
     def __init__(self, in_channels: int, num_anchors: int, norm: Union[nn.Module, nn.ModuleList, None] = None,
                  *, conv: type = nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv(in_channels, in_channels, 3, padding=1, bias=norm is None)
         self.conv_norm = norm
-        self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
-        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
-        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+        setattr(self, self.logits_name, nn.Conv2d(in_channels, num_anchors, 1))
+        setattr(self, self.deltas_name, nn.Conv2d(in_channels, num_anchors * 4, 1))
+        for layer in (self.conv, getattr(self, self.logits_name), getattr(self, self.deltas_name)):
             nn.init.normal_(layer.weight, std=0.01)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
@@ -49,6 +53,7 @@ class RPNHead(nn.Module):
             raise ValueError(f"the RPN head has one norm per level for {len(self.conv_norm)} levels "
                              f"(MODEL.RPN.IN_FEATURES), got {len(features)} feature maps")
         logits, deltas = [], []
+        predict_logits, predict_deltas = getattr(self, self.logits_name), getattr(self, self.deltas_name)
         for level, x in enumerate(features):
             norm = self.conv_norm[level] if per_level else self.conv_norm
             x = self.conv(x)
@@ -56,7 +61,7 @@ class RPNHead(nn.Module):
                 x = norm(x)
             if not applies_activation(norm):
                 x = F.relu(x)
-            logit, delta = self.cls_logits(x), self.bbox_pred(x)
+            logit, delta = predict_logits(x), predict_deltas(x)
             wide = torch.promote_types(delta.dtype, torch.float32)  # half (autocast) -> float32; float64 kept
             logits.append(logit.to(wide))
             deltas.append(delta.to(wide))
