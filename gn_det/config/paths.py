@@ -28,6 +28,9 @@ def resolve_config_path(name: str) -> str:
     raise FileNotFoundError(f"config file '{name}' not found (as a path, or in configs/ and configs/tiny/); {hint}")
 
 
+DETECTRON2_RECIPES = "detectron2"  # configs/detectron2/: detectron2's format, not gn_det's
+
+
 def closest_configs(name: str, n: int = 3) -> List[str]:
     """Up to ``n`` recipes in configs/ (paths relative to it) whose file names are closest to ``name``,
     best first; only those nearly as close as the best (difflib ratio of the stems within 0.1)."""
@@ -36,6 +39,8 @@ def closest_configs(name: str, n: int = 3) -> List[str]:
     stem = os.path.splitext(os.path.basename(name))[0]
     scored = []
     for path in CONFIGS_DIR.rglob("*.yaml"):
+        if path.relative_to(CONFIGS_DIR).parts[0] == DETECTRON2_RECIPES:
+            continue  # detectron2-format recipes, for detectron2's own train_net with gn_det.detectron2
         ratio = difflib.SequenceMatcher(None, stem, path.stem).ratio()
         if ratio >= 0.75:
             scored.append((-ratio, str(path.relative_to(CONFIGS_DIR))))

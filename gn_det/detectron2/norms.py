@@ -98,16 +98,13 @@ def make_get_norm(original_get_norm):
     return get_norm
 
 
-@dataclasses.dataclass(frozen=True)
 class norm:  # noqa: N801 (a LazyConfig value reads as a call: norm("SN", use_bn=False))
     """A gn_det norm as a callable ``channels -> module``: detectron2's ``norm=`` takes it with or without setup.
 
     ``norm("SN", use_bn=False)``, ``norm("GN", num_groups=16)``: the keyword arguments are the family's
-    option fields (gn_det.layers: SNOptions, GNOptions, ...); the others keep their defaults.
+    option fields (gn_det.layers: SNOptions, GNOptions, ...); the others keep their defaults. A plain class,
+    not a dataclass, so OmegaConf (LazyConfig) keeps it as an object instead of a structured config.
     """
-
-    name: str
-    options: dict = dataclasses.field(default_factory=dict)
 
     def __init__(self, name: str, **options: Any) -> None:
         entry = NORM_REGISTRY.get(name, key="norm")
@@ -119,8 +116,8 @@ class norm:  # noqa: N801 (a LazyConfig value reads as a call: norm("SN", use_bn
             if unknown:
                 raise TypeError(f"norm {name!r}: unknown option(s) {unknown}; {entry.options_type.__name__} "
                                 f"has {sorted(valid)}")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "options", dict(options))
+        self.name = name
+        self.options = dict(options)
 
     def family_options(self) -> Any:
         """The family's options instance (defaults replaced by the given keywords), or None."""
@@ -130,3 +127,13 @@ class norm:  # noqa: N801 (a LazyConfig value reads as a call: norm("SN", use_bn
     def __call__(self, channels: int) -> nn.Module:
         options = self.family_options()
         return _build_gn_det(self.name, channels, NormOptions(options) if options is not None else NormOptions())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, norm) and (self.name, self.options) == (other.name, other.options)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(sorted(self.options.items()))))
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"gn_det.detectron2.norm({self.name!r}{args})"
