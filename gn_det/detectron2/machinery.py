@@ -16,6 +16,7 @@ from gn_det.engine.precise_bn import update_bn_stats as gn_det_update_bn_stats
 from gn_det.layers import freeze_norms, is_norm, norm_traits
 
 from .norms import options_from
+from .patching import mark_replacement
 
 
 def make_convert_frozen_batchnorm(original: Callable) -> classmethod:
@@ -27,7 +28,7 @@ def make_convert_frozen_batchnorm(original: Callable) -> classmethod:
 
     convert_frozen_batchnorm.__doc__ = (original.__doc__ or "") + "\n        gn_det.detectron2: gn_det norms " \
         "are frozen too (gn_det.layers.freeze_norms)."
-    return classmethod(convert_frozen_batchnorm)
+    return classmethod(mark_replacement(original, convert_frozen_batchnorm))
 
 
 def _gn_det_norm_params(model: nn.Module) -> Dict[int, str]:

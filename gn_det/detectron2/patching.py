@@ -18,12 +18,18 @@ def original_of(function: Callable) -> Callable:
     return getattr(function, _ORIGINAL, function)
 
 
+def mark_replacement(original: Callable, replacement: Callable) -> Callable:
+    """Record on ``replacement`` the original it stands for (``original_of``); returns ``replacement``."""
+    setattr(replacement, _ORIGINAL, original)
+    return replacement
+
+
 def rebind(original: Callable, replacement: Callable) -> List[str]:
     """Point every loaded module's name bound to ``original`` at ``replacement``; return 'module.name's.
 
     ``replacement`` records ``original`` (``original_of``), so setup run twice rebinds nothing new.
     """
-    setattr(replacement, _ORIGINAL, original)
+    mark_replacement(original, replacement)
     rebound = []
     for module_name, module in list(sys.modules.items()):
         namespace = getattr(module, "__dict__", None)
