@@ -74,3 +74,26 @@ def to_torchvision_class_layout(tensors: Dict[str, torch.Tensor]) -> List[str]:
                 if param == "weight":
                     notes.append(note)
     return notes
+
+
+def to_detectron2_layout(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A gn_det model's state dict in detectron2's names and class layout (the inverse of the above).
+
+    The RPN and mask-predictor names go back to detectron2's; ``cls_score`` moves the background from
+    index 0 to last; ``bbox_pred`` and the mask ``predictor`` drop the background block (class-specific
+    layout: (K+1)*4 -> K*4 rows, K+1 -> K channels). Other keys, norms included, are shared as they are.
+    """
+    out: Dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        for d2_prefix, ours in _RENAMES:
+            if name.startswith(ours):
+                name = d2_prefix + name[len(ours):]
+                break
+        if name.startswith(CLS_SCORE):
+            tensor = torch.cat([tensor[1:], tensor[:1]])
+        elif name.startswith(BBOX_PRED):
+            tensor = tensor[4:]
+        elif name.startswith("roi_heads.mask_head.predictor."):
+            tensor = tensor[1:]
+        out[name] = tensor
+    return out

@@ -10,7 +10,8 @@ imports this module and calls ``setup_environment()``; spawned workers inherit t
   ``GnDetMaskRCNNConvUpsampleHead`` are registered in detectron2's registries (gn_det.detectron2.builders);
 - freezing (FREEZE_AT), SOLVER.WEIGHT_DECAY_NORM and TEST.PRECISE_BN treat gn_det norms as norms
   (gn_det.detectron2.machinery).
-``norm("SN", use_bn=False)`` is a gn_det norm as a callable, for LazyConfig's ``norm=`` (no setup needed).
+``norm("SN", use_bn=False)`` is a gn_det norm as a callable, for LazyConfig's ``norm=`` (no setup needed);
+``load_into_detectron2(model, path)`` loads weights of any format gn_det reads into a detectron2 model.
 Nothing else in gn_det imports detectron2.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ except ImportError as error:  # pragma: no cover - exercised in a process withou
         "'Use it inside detectron2'); gn_det itself works without it"
     ) from None
 
+from .checkpoint import Detectron2LoadResult, load_into_detectron2
 from .config import add_gn_det_config
 from .norms import DETECTRON2_NORM_NAMES, known_names, norm, options_from
 from .patching import original_of, rebind
@@ -89,4 +91,4 @@ def setup_environment() -> None:
 
 setup_environment()
 
-__all__ = ["DETECTRON2_NORM_NAMES", "add_gn_det_config", "known_names", "norm", "options_from", "setup_environment"]
+__all__ = ["DETECTRON2_NORM_NAMES", "Detectron2LoadResult", "add_gn_det_config", "load_into_detectron2", "known_names", "norm", "options_from", "setup_environment"]
