@@ -22,5 +22,11 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # detectron2's own pure-Python dependencies, for gn_det.detectron2; detectron2 itself installs from its
+        # source (python -m pip install 'git+https://github.com/facebookresearch/detectron2.git').
+        "detectron2": ["iopath", "omegaconf>=2.1", "hydra-core>=1.1", "cloudpickle", "tabulate", "termcolor>=1.1",
+                       "yacs>=0.1.8"],
+    },
 )
