@@ -95,3 +95,19 @@ def test_cpu_bf16_autocast_forward_and_backward(tiny_d2_cfg):
     total.backward()
     sn = model.backbone.bottom_up.res4[0].conv1.norm
     assert sn.running_mean.dtype == torch.float32 and sn.mean_weight.grad is not None
+
+
+@pytest.mark.parametrize("head", ["FastRCNNConvFCHead", "GnDetFastRCNNConvFCHead"])
+@pytest.mark.parametrize("norm", ["SN", "BRN", "FRN", "EvoNormS0", "EvoNormB0", "IN"])
+def test_every_gn_det_norm_in_detectron2_and_gn_det_box_heads_takes_zero_rois(tiny_d2_cfg, head, norm):
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.roi_heads import build_box_head
+    cfg = tiny_d2_cfg(GN_DET_BUILDERS, "MODEL.ROI_BOX_HEAD.NAME", head, "MODEL.ROI_BOX_HEAD.NUM_CONV", "1",
+                      "MODEL.ROI_BOX_HEAD.NUM_FC", "1", "MODEL.ROI_BOX_HEAD.NORM", norm)
+    box = build_box_head(cfg, ShapeSpec(channels=64, height=7, width=7)).train()
+    empty = torch.zeros(0, 64, 7, 7, requires_grad=True)
+    out = box(empty)
+    assert out.shape == (0, 64)
+    out.sum().backward()
+    for buf in box.buffers():  # running statistics stay finite after an empty batch
+        assert torch.isfinite(buf.float()).all()
