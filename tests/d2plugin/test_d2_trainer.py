@@ -91,3 +91,18 @@ def test_precise_bn_recomputes_sn_statistics_as_the_mean_of_batch_statistics(tin
     assert len(seen) == 3
     expected = torch.stack(seen).mean(0)  # the exact average of the 3 batches' channel means, computed here
     torch.testing.assert_close(layer.running_mean.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_amp_trainer_on_cuda_with_sn_and_gn_det_builders(tiny_d2_cfg):
+    """detectron2's AMPTrainer (SOLVER.AMP.ENABLED; it requires CUDA) with SN in detectron2's builders and
+    gn_det's: finite losses, float32 running statistics. On CPU the same models run under bf16 autocast
+    (test_d2_builders.py)."""
+    cfg = tiny_d2_cfg("Base-gn_det-builders.yaml", "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True",
+                      "MODEL.RESNETS.NORM", "SN", "MODEL.FPN.NORM", "SN", "MODEL.ROI_BOX_HEAD.NORM", "SN",
+                      "MODEL.ROI_BOX_HEAD.NUM_CONV", "2", "MODEL.ROI_MASK_HEAD.NORM", "GN",
+                      "MODEL.BACKBONE.FREEZE_AT", "0", "SOLVER.MAX_ITER", "4")
+    trainer, _, losses = _train(cfg)
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    sn = next(m for m in trainer.model.modules() if isinstance(m, SwitchNorm2d))
+    assert sn.running_mean.dtype == torch.float32 and sn.running_mean.is_cuda
