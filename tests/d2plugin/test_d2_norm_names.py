@@ -144,3 +144,36 @@ def test_lazyconfig_norm_callable_and_names():
     assert sum(isinstance(m, EvoNorm2dB0) for m in instantiate(cfg.model).modules()) == 8
     with pytest.raises(TypeError, match="use_bnn"):
         plugin.norm("SN", use_bnn=False)
+
+
+SUMMARY = """
+import json, os, sys, torch
+{setup}
+import detectron2
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+cfg = get_cfg()
+cfg.merge_from_file(os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", "Misc",
+                                 "mask_rcnn_R_50_FPN_3x_syncbn.yaml"))
+cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.ROI_BOX_HEAD.NORM", "GN"])
+torch.manual_seed(0)
+model = build_model(cfg)
+print(json.dumps([[n, type(m).__module__ + "." + type(m).__name__] for n, m in model.named_modules()]
+                 + [[k, list(v.shape), float(v.float().sum())] for k, v in model.state_dict().items()]))
+"""
+
+
+def test_an_existing_detectron2_config_builds_the_same_model_with_the_plugin_on():
+    import json
+    import subprocess
+    import sys
+
+    def summary(setup):
+        proc = subprocess.run([sys.executable, "-c", SUMMARY.format(setup=setup)], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    without = summary("")
+    with_plugin = summary("import gn_det.detectron2")
+    assert with_plugin == without  # the same modules (SyncBN, FrozenBN, GN: detectron2's), the same weights
