@@ -70,7 +70,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     - An error prints ``<prog>: error: <message>`` (one line; ``--help`` shows the usage) and exits 2.
     - Flags may come before, between or after positionals and ``KEY VALUE`` overrides: known flags and
-      their arguments are moved in front; ``--`` ends the flags. An unknown flag is an error naming the
+      their arguments are moved in front (a flag taking a list, nargs "+" or "*", takes the tokens up
+      to the next flag); ``--`` ends the flags. An unknown flag is an error naming the
       closest known ones. A negative number (``-5``, ``-1e-3``) is a value, not a flag.
     - ``--debug`` (show tracebacks) is added to every parser.
     """
@@ -107,6 +108,9 @@ class ArgumentParser(argparse.ArgumentParser):
             name = token.split("=", 1)[0]
             if name in arity:
                 count = 0 if "=" in token else _count(arity[name])
+                if arity[name] in ("+", "*") and "=" not in token:  # a list: up to the next flag
+                    while i + 1 + count < len(argv) and not _is_flag(argv[i + 1 + count]):
+                        count += 1
                 flags.extend(argv[i:i + 1 + count])
                 i += 1 + count
                 continue
@@ -123,6 +127,11 @@ class ArgumentParser(argparse.ArgumentParser):
         """argparse's parse_args after moving the flags in front of the positionals."""
         argv = list(sys.argv[1:] if args is None else args)
         return super().parse_args(self._split_flags(argv), namespace)
+
+
+def _is_flag(token: str) -> bool:
+    """A token that starts a flag (or ``--``), not a value such as ``-5``."""
+    return token.startswith("-") and len(token) > 1 and not _NUMBER.match(token)
 
 
 def _count(nargs: object) -> int:
