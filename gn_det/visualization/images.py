@@ -4,7 +4,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import re
 from typing import List, Sequence
 
 import numpy as np
@@ -35,9 +34,6 @@ def expand_inputs(paths: Sequence[str], flag: str = "--input") -> List[str]:
         elif glob.has_magic(path):
             found = sorted(f for f in glob.glob(path) if _is_image(f))
             what = f"{path!r} matches no image file"
-        elif re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", path):
-            found, what = [], (f"{path!r} is not a file, a folder or a glob; it looks like a config override: put "
-                               f"KEY VALUE pairs before {flag}, or another flag after its list")
         else:
             found, what = [], f"{path!r} is not a file, a folder or a glob"
         if not found:
