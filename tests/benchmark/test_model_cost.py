@@ -86,3 +86,23 @@ def test_training_memory_counts_what_autograd_keeps():
     # conv keeps its input (for the weight gradient); square keeps the conv output: 3 + 4 channels of 10x12 floats
     assert saved == (3 + 4) * 10 * 12 * 4 and peak is None
     assert model.conv.weight.grad is None and model.training
+
+
+@pytest.mark.cuda
+def test_cost_on_cuda_matches_cpu_and_measures_the_peak():
+    from gn_det.benchmark.model_cost import activation_stats, dataset_samples, flop_stats
+    from gn_det.data import generate_shapes_dataset, register_coco_instances
+    import tempfile
+
+    root = tempfile.mkdtemp()
+    generate_shapes_dataset(root, num_train=1, num_val=2, size=64, seed=0)
+    register_coco_instances("cost_cuda_val", {}, f"{root}/annotations/instances_val.json", f"{root}/val")
+    cfg = config_from_args(TINY, ["MODEL.DEVICE", "cpu"])
+    samples = dataset_samples(cfg, "cost_cuda_val", 2)
+    model = _tiny_detector()
+    cpu = flop_stats(model, samples)
+    model.cuda()
+    gpu = flop_stats(model, samples)
+    assert gpu.by_part["res5"] == pytest.approx(cpu.by_part["res5"])  # the trunk does not depend on detections
+    act = activation_stats(model, samples)
+    assert act.train_peak is not None and act.train_peak[0] > act.train_saved[0] > 0
