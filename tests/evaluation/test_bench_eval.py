@@ -29,5 +29,5 @@ def test_bench_eval_prints_times_speedup_and_ap_difference(capsys):
     assert _bench().main(["--images", "4", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^faster-coco-eval\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M)
-    diff = float(re.search(r"largest AP difference over \d+ numbers: ([\d.e+-]+)", out).group(1))
-    assert diff <= 1e-4 and "speed-up, total:" in out
+    diff = float(re.search(r"largest AP difference over \d+ numbers: ([\d.e+-]+) percent points", out).group(1))
+    assert diff <= 1e-2 and "speed-up, total:" in out  # 1e-4 on COCOeval's 0-1 scale
