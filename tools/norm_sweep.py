@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train the same small Mask R-CNN from scratch on the shapes data with each norm, at 1 and 2 images
 per process (and 1, 2, 4, 8 for BN, GN, SN), with 3 seeds where a claim compares the cell, then write
-the table (mean +- std over seeds; Markdown + CSV), the claims checked (Markdown) and the plot (PNG).
+the table (mean +- std over seeds; Markdown + CSV; with each recipe's inference GFLOPs and training
+activation memory per image, gn_det/benchmark/sweep_cost.py), the claims checked (Markdown) and the plot (PNG).
 
   python tools/norm_sweep.py                              # the whole grid into output/norm_sweep
   python tools/norm_sweep.py --only gn,bn_2img --seeds 0  # a part of it
@@ -27,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from gn_det.benchmark.formatting import render  # noqa: E402
+from gn_det.benchmark.sweep_cost import add_cost_columns, with_cost_columns  # noqa: E402
 from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
 from gn_det.utils.file_io import atomic_write_text  # noqa: E402
 from gn_det.benchmark.sweep import (  # noqa: E402
@@ -51,6 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--retry-diverged", action="store_true", help="run again the cells whose training diverged")
     parser.add_argument("--dry-run", action="store_true", help="print the train_net.py commands and exit")
     parser.add_argument("--plot", default=None, help="PNG path (default OUTPUT_ROOT/norm_sweep.png)")
+    parser.add_argument("--cost-images", type=int, default=3,
+                        help="images per recipe for the GFLOPs and activation-memory columns (0: leave them out)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run: KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -87,6 +91,9 @@ def write_results(args: argparse.Namespace, cells) -> None:
 
     rows = sweep_rows(cells, load_wall_times(args.output_root))
     table = sweep_table(rows, title=f"Norm sweep: Mask R-CNN from scratch on shapes, {args.iters} iterations")
+    if args.cost_images:
+        add_cost_columns(rows, cells, args.output_root, args.cost_images)
+        table.columns = with_cost_columns(table.columns)
     claims = claims_table(check_claims(rows), title="Claims (holds: gap > 2 x the larger std over seeds)")
     print(render(table, "text"))
     print(render(claims, "text"))
@@ -102,6 +109,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in (("--iters", args.iters), ("--num-gpus", args.num_gpus)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.cost_images < 0:
+        raise UserError(f"--cost-images must be >= 0 (0 leaves the cost columns out), got {args.cost_images}")
     if args.lr_per_image <= 0:
         raise UserError(f"--lr-per-image must be > 0, got {args.lr_per_image}")
     if len(args.opts) % 2:

@@ -21,7 +21,7 @@ import sys
 from typing import Optional
 
 from gn_det.checkpoint.checkpointer import load_model_weights
-from gn_det.config import get_cfg, resolve_config_path
+from gn_det.config import config_from_args
 from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
                            launch, under_torchrun, validate_run)
 from gn_det.engine.launch import check_launch_args
@@ -36,31 +36,8 @@ PROG = "train_net.py"
 
 
 def load_config(args):
-    """Defaults <- config file <- --register-coco <- KEY VALUE overrides (not frozen, no side effects).
-
-    REGISTER_COCO paths are made absolute (against the current directory), so the recorded
-    config.yaml reruns from anywhere.
-    """
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(resolve_config_path(args.config_file))
-    for name, json_file, image_root in args.register_coco:
-        # Kept in the config so config.yaml records it and every process registers it.
-        cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + [[name, json_file, image_root]]
-    if args.opts:
-        if len(args.opts) % 2:
-            raise UserError(f"overrides come as KEY VALUE pairs; {args.opts[-1]} has no value "
-                            f"(got {len(args.opts)} items: {' '.join(map(str, args.opts))})")
-        cfg.merge_from_list(args.opts)
-    cfg.DATASETS.REGISTER_COCO = [_absolute(entry) for entry in cfg.DATASETS.REGISTER_COCO]
-    return cfg
-
-
-def _absolute(entry):
-    """[NAME, JSON_FILE, IMAGE_ROOT] with both paths absolute (malformed entries left for validation)."""
-    if isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(v, str) and v for v in entry):
-        return [entry[0], os.path.abspath(entry[1]), os.path.abspath(entry[2])]
-    return entry
+    """Defaults <- config file <- --register-coco <- KEY VALUE overrides (not frozen, no side effects)."""
+    return config_from_args(args.config_file, args.opts, args.register_coco)
 
 
 def register_datasets(cfg) -> None:

@@ -17,12 +17,15 @@ from .sn_importance import BRANCHES, SNShares  # noqa: E402
 BRANCH_COLORS = {"IN": "#4c72b0", "LN": "#55a868", "BN": "#c44e52"}
 
 
-def _save(fig: "plt.Figure", path: str) -> str:
+def save_png(fig: "plt.Figure", path: str, dpi: int = 90) -> str:
     """Save as PNG atomically (gn_det.utils.file_io) and close the figure."""
     try:
-        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         plt.close(fig)
+
+
+_save = save_png
 
 
 def plot_sn_importance(rows: Sequence[SNShares], path: str) -> str:

@@ -4,6 +4,7 @@ from .config import (
     validate_norm_names,
 )
 from .defaults import _C
+from .from_args import config_from_args
 from .norm_options import add_norm_option_nodes, check_batch_dependent_norms, norm_options_from_cfg
 from .paths import CONFIGS_DIR, resolve_config_path
 
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigTypeError",
     "add_norm_option_nodes",
     "check_batch_dependent_norms",
+    "config_from_args",
     "conv_keys",
     "get_cfg",
     "iter_leaves",

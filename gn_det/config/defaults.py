@@ -207,6 +207,9 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the p-norm for CLIP_TYPE norm
 # ---------------------------------------------------------------------------- #
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations during training; 0 = only at the end
+# COCOeval implementation: "pycocotools", "faster-coco-eval" (C++, the same AP; pip extra
+# "faster-coco-eval") or "auto" = faster-coco-eval where installed, else pycocotools.
+_C.TEST.EVAL_BACKEND = "auto"
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN/SyncBN/SN running stats before each evaluation
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # batches used for that

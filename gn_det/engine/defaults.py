@@ -203,9 +203,10 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
-        """COCO box (and mask) AP of ``dataset_name``, results written to ``output_folder``
+        """COCO box (and mask) AP of ``dataset_name`` by TEST.EVAL_BACKEND, results written to ``output_folder``
         (default OUTPUT_DIR/inference/<DATASET>)."""
-        return COCOEvaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+        return COCOEvaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name),
+                             backend=cfg.TEST.EVAL_BACKEND)
 
     # ------------------------------------------------------------------ running
     def resume_or_load(self, resume: bool = True, preloaded: Optional[Tuple[Any, Any]] = None) -> None:

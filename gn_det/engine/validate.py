@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from gn_det.config import check_batch_dependent_norms
+from gn_det.evaluation.backends import resolve_backend
 from gn_det.utils.cli import USER_ERRORS, UserError, one_line
 from gn_det.utils.device import check_processes_per_machine
 
@@ -84,6 +85,8 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machin
         raise UserError("--resume and --overwrite contradict each other: --resume continues the run in "
                         "OUTPUT_DIR, --overwrite deletes it; pass one")
     check_device(cfg, procs_per_machine)
+    if cfg.DATASETS.TEST:
+        resolve_backend(cfg.TEST.EVAL_BACKEND)  # an unknown or missing backend, before training for hours
     if not eval_only:
         check_solver(cfg)
         check_batch_split(cfg, world_size)

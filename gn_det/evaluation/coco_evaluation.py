@@ -1,4 +1,5 @@
-"""COCO box and mask AP of a detector's outputs on a registered dataset, by pycocotools' COCOeval.
+"""COCO box and mask AP of a detector's outputs on a registered dataset, by COCOeval (pycocotools or
+faster-coco-eval, TEST.EVAL_BACKEND; see backends.py).
 
 ``COCOEvaluator`` collects torchvision-style outputs (labels 1..K, x1y1x2y2 boxes, mask probabilities)
 per image, converts them to the COCO results format with the dataset's own category ids and RLE masks,
@@ -7,10 +8,8 @@ as detectron2's COCOEvaluator does. Files are written atomically into ``output_d
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -19,18 +18,17 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from gn_det.utils import comm
-from .evaluator import DatasetEvaluator
 from gn_det.utils.file_io import atomic_write_json
+from .backends import AUTO, PYCOCOTOOLS, coco_from_dict, resolve_backend
+from .evaluator import DatasetEvaluator
+from .scoring import nan_metrics, score
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "coco_instances_results.json"
 METRICS_FILE = "metrics.json"
-_SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]  # order of COCOeval.stats[:6]
 
 
 def _meta(metadata: Any, key: str) -> Any:
@@ -120,46 +118,33 @@ def _json_rle(rle: Mapping[str, Any]) -> dict:
     return out
 
 
-def _quiet(fn, *args, **kwargs):
-    """Call a chatty pycocotools function, sending what it prints to the debug log."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        out = fn(*args, **kwargs)
-    if buf.getvalue().strip():
-        logger.debug(buf.getvalue())
-    return out
+def dataset_ground_truth(dataset_name: str) -> dict:
+    """The COCO-format ground truth of a registered dataset: its json file when it has one, else built
+    from its dataset dicts. Loads the dataset first when needed, so its metadata (category id mapping)
+    is set."""
+    from gn_det.data import DatasetCatalog, MetadataCatalog
+
+    metadata = MetadataCatalog.get(dataset_name)
+    if _meta(metadata, "thing_dataset_id_to_contiguous_id") is None:
+        DatasetCatalog.get(dataset_name)  # loading a COCO json sets the category id mapping
+    json_file = _meta(metadata, "json_file")
+    if json_file and os.path.isfile(json_file):
+        with open(json_file, encoding="utf-8") as f:
+            return json.load(f)
+    return dataset_dicts_to_coco(DatasetCatalog.get(dataset_name), metadata)
 
 
-def evaluate_predictions(coco_gt: COCO, predictions: List[dict], iou_type: str,
-                         img_ids: Optional[Iterable[int]] = None) -> Dict[str, float]:
-    """COCOeval summary (percent) plus ``AP-<category name>`` for one IoU type ("bbox" or "segm")."""
+def evaluate_predictions(coco_gt, predictions: List[dict], iou_type: str,
+                         img_ids: Optional[Iterable[int]] = None, backend: str = PYCOCOTOOLS) -> Dict[str, float]:
+    """COCOeval summary (percent) plus ``AP-<category name>`` for one IoU type ("bbox" or "segm"), scored by
+    ``backend`` (a resolved name: "pycocotools" or "faster-coco-eval")."""
     if not predictions:
         logger.warning("No %s predictions: every %s metric is NaN.", iou_type, iou_type)
-        names = [c["name"] for c in coco_gt.loadCats(sorted(coco_gt.getCatIds()))]
-        return {k: float("nan") for k in _SUMMARY_NAMES + [f"AP-{n}" for n in names]}
-    preds = predictions
-    if iou_type == "bbox":  # loadRes would otherwise treat a segmentation as the thing to score
-        preds = [{k: v for k, v in p.items() if k != "segmentation"} for p in predictions]
-    coco_dt = _quiet(coco_gt.loadRes, copy.deepcopy(preds))
-    ev = COCOeval(coco_gt, coco_dt, iou_type)
-    if img_ids is not None:
-        ev.params.imgIds = sorted(set(int(i) for i in img_ids))
-    _quiet(ev.evaluate)
-    _quiet(ev.accumulate)
-    summary = io.StringIO()
-    with contextlib.redirect_stdout(summary):
-        ev.summarize()
-    logger.info("COCOeval %s:\n%s", iou_type, summary.getvalue().rstrip())
-    # COCOeval's -1 means "no ground truth in this area range": NaN, as detectron2 reports it.
-    results = {name: float(ev.stats[i] * 100) if ev.stats[i] >= 0 else float("nan")
-               for i, name in enumerate(_SUMMARY_NAMES)}
-    precision = ev.eval["precision"]  # [IoU thresholds, recall, category, area range, max dets]
-    for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        name = coco_gt.cats[cat_id]["name"]
-        results[f"AP-{name}"] = float(np.mean(p) * 100) if p.size else float("nan")
-    return results
+        return nan_metrics([c["name"] for c in coco_gt.loadCats(sorted(coco_gt.getCatIds()))])
+    scored = score(coco_gt, predictions, iou_type, backend, img_ids)
+    logger.info("COCOeval %s (%s):\n%s", iou_type, backend,
+                scored.summary_text or "  ".join(f"{k}={v:.2f}" for k, v in scored.summary.items()))
+    return scored.metrics()
 
 
 class COCOEvaluator(DatasetEvaluator):
@@ -171,22 +156,15 @@ class COCOEvaluator(DatasetEvaluator):
     in percent on every rank.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str], distributed: bool = True):
-        from gn_det.data import DatasetCatalog, MetadataCatalog
+    def __init__(self, dataset_name: str, output_dir: Optional[str], distributed: bool = True, backend: str = AUTO):
+        from gn_det.data import MetadataCatalog
 
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
+        self.backend = resolve_backend(backend)
         self.metadata = MetadataCatalog.get(dataset_name)
-        if _meta(self.metadata, "thing_dataset_id_to_contiguous_id") is None:
-            DatasetCatalog.get(dataset_name)  # loading a COCO json sets the category id mapping
-        json_file = _meta(self.metadata, "json_file")
-        if json_file and os.path.isfile(json_file):
-            self.coco_gt = _quiet(COCO, json_file)
-        else:
-            self.coco_gt = COCO()
-            self.coco_gt.dataset = dataset_dicts_to_coco(DatasetCatalog.get(dataset_name), self.metadata)
-            _quiet(self.coco_gt.createIndex)
+        self.coco_gt = coco_from_dict(dataset_ground_truth(dataset_name), self.backend)
         num_classes = len(_meta(self.metadata, "thing_classes") or []) or len(self.coco_gt.getCatIds())
         self._to_dataset = contiguous_to_dataset_ids(self.metadata, num_classes)
         self.reset()
@@ -223,7 +201,7 @@ class COCOEvaluator(DatasetEvaluator):
                 atomic_write_json(os.path.join(self.output_dir, RESULTS_FILE), predictions)
             tasks = ["bbox"] + (["segm"] if has_masks else [])
             for task in tasks:
-                results[task] = evaluate_predictions(self.coco_gt, predictions, task, image_ids)
+                results[task] = evaluate_predictions(self.coco_gt, predictions, task, image_ids, self.backend)
             if self.output_dir:
                 atomic_write_json(os.path.join(self.output_dir, METRICS_FILE), _json_safe(results))
         if self.distributed:
@@ -235,3 +213,6 @@ def _json_safe(results: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, Opti
     """NaN (no prediction / no ground truth) becomes null so metrics.json is strict JSON."""
     return {task: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
             for task, m in results.items()}
+
+
+json_safe_metrics = _json_safe  # public name for the tools that write metrics files

@@ -22,6 +22,8 @@ DEBUG_ENV = "GN_DET_DEBUG"
 
 # A token that is a value, not a flag, even though it starts with "-": a negative number (-5, -.5, -1e-3).
 _NUMBER = re.compile(r"^-(\d|\.\d)")
+# The KEY of a KEY VALUE config override (MODEL.WEIGHTS, SOLVER.BASE_LR): it ends a flag's list of values.
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 class UserError(Exception):
@@ -70,7 +72,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     - An error prints ``<prog>: error: <message>`` (one line; ``--help`` shows the usage) and exits 2.
     - Flags may come before, between or after positionals and ``KEY VALUE`` overrides: known flags and
-      their arguments are moved in front; ``--`` ends the flags. An unknown flag is an error naming the
+      their arguments are moved in front (a flag taking a list, nargs "+" or "*", takes the tokens up
+      to the next flag or ``KEY VALUE`` override, an upper-case dotted key); ``--`` ends the flags. An unknown flag is an error naming the
       closest known ones. A negative number (``-5``, ``-1e-3``) is a value, not a flag.
     - ``--debug`` (show tracebacks) is added to every parser.
     """
@@ -107,6 +110,10 @@ class ArgumentParser(argparse.ArgumentParser):
             name = token.split("=", 1)[0]
             if name in arity:
                 count = 0 if "=" in token else _count(arity[name])
+                if arity[name] in ("+", "*") and "=" not in token:  # a list: up to the next flag or override
+                    while i + 1 + count < len(argv) and not _is_flag(argv[i + 1 + count]) \
+                            and not _CONFIG_KEY.match(argv[i + 1 + count]):
+                        count += 1
                 flags.extend(argv[i:i + 1 + count])
                 i += 1 + count
                 continue
@@ -117,12 +124,24 @@ class ArgumentParser(argparse.ArgumentParser):
                 self.error(f"unknown flag {name}{hint}")
             rest.append(token)
             i += 1
+        if rest and any(arity.get(t.split("=", 1)[0]) in ("+", "*") for t in flags):
+            return flags + ["--"] + rest  # or argparse would give the positionals to that list flag too
         return flags + rest
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         """argparse's parse_args after moving the flags in front of the positionals."""
         argv = list(sys.argv[1:] if args is None else args)
-        return super().parse_args(self._split_flags(argv), namespace)
+        parsed = super().parse_args(self._split_flags(argv), namespace)
+        for action in self._actions:  # argparse keeps a "--" that ends the flags in a REMAINDER positional
+            value = getattr(parsed, action.dest, None)
+            if action.nargs == argparse.REMAINDER and isinstance(value, list) and value[:1] == ["--"]:
+                setattr(parsed, action.dest, value[1:])
+        return parsed
+
+
+def _is_flag(token: str) -> bool:
+    """A token that starts a flag (or ``--``), not a value such as ``-5``."""
+    return token.startswith("-") and len(token) > 1 and not _NUMBER.match(token)
 
 
 def _count(nargs: object) -> int:
