@@ -62,13 +62,19 @@ def update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor
                          count: Union[int, Tensor], momentum: float) -> None:
     """PyTorch's convention: ``new = (1 - momentum) * old + momentum * batch``, with the unbiased variance.
 
-    ``count`` (values per channel behind ``mean``/``var``; an int or a tensor, read without a host sync):
+    ``count`` (values per channel behind ``mean``/``var``; an int, used as a Python number, or a device tensor,
+    never read on the host, so neither form copies between host and device):
     0 leaves the statistics as they were (an empty batch has nothing to teach), 1 uses the biased variance.
     """
     dtype = running_mean.dtype
-    count = torch.as_tensor(count, dtype=torch.float64, device=running_mean.device)
-    bessel = torch.where(count > 1, count / (count - 1).clamp_min(1.0), torch.ones_like(count))
-    rate = (count >= 1).to(dtype) * momentum  # 0 for an empty batch
+    if isinstance(count, Tensor):  # pooled over processes: stays on the device
+        count = count.to(torch.float64)
+        bessel = torch.where(count > 1, count / (count - 1).clamp_min(1.0), torch.ones_like(count))
+        rate = (count >= 1).to(dtype) * momentum  # 0 for an empty batch
+    else:  # a Python int: plain floats (a tensor made from it on CUDA would be a blocking host copy)
+        count = int(count)
+        bessel = count / (count - 1) if count > 1 else 1.0
+        rate = momentum if count >= 1 else 0.0
     with torch.no_grad():
         running_mean.mul_(1 - rate).add_(rate * mean.detach().to(dtype))
         running_var.mul_(1 - rate).add_(rate * (var.detach().double() * bessel).to(dtype))
