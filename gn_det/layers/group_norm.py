@@ -4,7 +4,8 @@ Mixed precision: CUDA autocast runs torch's group_norm in float32 (it is on auto
 a float16 activation was copied to float32 and back around every GN: with AMP the GN recipe was slower
 and larger than in float32 (issue 10). gn_det's GroupNorm runs in the input's precision instead, as
 BatchNorm does; torch's kernels accumulate the statistics in float32 either way (acc_type), and the
-affine parameters stay float32 (cast for the kernel, their gradients flow back in float32).
+affine parameters stay float32, their gradients summed and returned in float32 (not torch's
+low-precision dweight/dbias, which overflow float16 under the GradScaler's scale; issue 21).
 
 LN is GroupNorm with one group, but not torch's GroupNorm kernel: that kernel reduces each (sample,
 group) in one CUDA block, so LN's N * 1 rows ran on 2 blocks of a GPU and took 8-16x GN's time (issue 10,
@@ -97,6 +98,48 @@ class _LayerNormFunction(torch.autograd.Function):
         return dx, (dot * rstd[:, None]).sum(0), total.sum(0), None
 
 
+class _LowPrecisionGroupNormFunction(torch.autograd.Function):
+    """GroupNorm of a float16/bfloat16 input in its precision, with the affine gradients in float32.
+
+    torch's kernel returns ``dweight``/``dbias`` in the weight's dtype, here the input's (the kernel takes
+    one dtype on CUDA): sums over N*H*W of the GradScaler-scaled output gradient (2^16 at the start)
+    overflow float16's 65504 and the scaler skipped the step (issue 21, defect 7). The forward and the
+    input gradient stay torch's low-precision kernels; the affine gradients are the per-(sample, channel)
+    sums ``sum(dy * (x - mu))`` and ``sum(dy)`` accumulated and returned in float32 (gn_det.layers.fused,
+    one pass), times each group's ``rstd``: float32 as torch's BatchNorm gives them.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, groups: int, eps: float) -> Tensor:
+        x = x.contiguous()
+        n, c = x.shape[:2]
+        hw = x.numel() // (n * c)
+        with torch.autocast(x.device.type, enabled=False):
+            y, mean, rstd = torch.ops.aten.native_group_norm(x, weight.to(x.dtype), bias.to(x.dtype), n, c, hw,
+                                                             groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.shape = (n, c, hw, groups)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, hw, groups = ctx.shape
+        dy = dy.contiguous()
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.native_group_norm_backward(dy, x, mean, rstd, weight.to(x.dtype), n, c, hw, groups,
+                                                           [True, False, False])[0]
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            per_channel = c // groups
+            center = mean.float().repeat_interleave(per_channel, dim=1).flatten()  # (N*C,) each channel's group mean
+            dot, total = channel_sums(dy.view(1, n * c, hw), x.view(1, n * c, hw), center)  # float32
+            scale = rstd.float().repeat_interleave(per_channel, dim=1)
+            dweight = (dot.view(n, c) * scale).sum(0).to(weight.dtype)
+            dbias = total.view(n, c).sum(0).to(weight.dtype)
+        return dx, dweight, dbias, None, None
+
+
 class GroupNorm(nn.GroupNorm):
     """torch's GroupNorm that keeps a float16/bfloat16 input in its precision under autocast, and runs
     LN (one group) on CUDA through gn_det's parallel LN function (see above)."""
@@ -107,6 +150,8 @@ class GroupNorm(nn.GroupNorm):
             return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
         if x.dtype not in LOW_PRECISION:
             return super().forward(x)
+        if self.affine and x.dim() >= 2 and x.numel() and x.shape[1] == self.num_channels:
+            return _LowPrecisionGroupNormFunction.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         weight = self.weight.to(x.dtype) if self.weight is not None else None
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         with torch.autocast(x.device.type, enabled=False):
