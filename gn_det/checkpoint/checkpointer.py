@@ -44,7 +44,9 @@ def get_rng_state() -> Dict[str, Any]:
         "python": {"version": version, "state": list(py_state), "gauss_next": py_gauss},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This process's own device only: another run may see fewer GPUs (get_rng_state_all's list then
+        # has entries set_rng_state_all cannot place), and each process draws on its own device alone.
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -57,7 +59,14 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda, device = state["cuda"], torch.cuda.current_device()
+        if isinstance(cuda, (list, tuple)):  # checkpoints before issue 21: every visible device's state
+            if device >= len(cuda):
+                logger.warning("The checkpoint's CUDA RNG states cover %d devices, not cuda:%d: that generator "
+                               "is not restored", len(cuda), device)
+                return
+            cuda = cuda[device]
+        torch.cuda.set_rng_state(cuda, device)
 
 
 @contextmanager
