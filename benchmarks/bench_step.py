@@ -32,6 +32,7 @@ import torch
 from gn_det.config import get_cfg, resolve_config_path
 from gn_det.modeling import build_model
 from gn_det.utils.cli import ArgumentParser, run_tool
+from gn_det.utils.device import synchronizer, use_device
 
 PROG = "bench_step.py"
 
@@ -147,7 +148,7 @@ def bench_iteration(model: torch.nn.Module, device: torch.device, num_images: in
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=1e-4)  # tiny lr: stays finite
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = synchronizer(device)  # waits on the measured device, not the current one
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
@@ -222,6 +223,7 @@ def _amp_dtype(args) -> Optional[torch.dtype]:
 def main_iteration(args) -> Dict[str, float]:
     """--device cuda (or --full-iteration): time full iterations and print one line (or JSON)."""
     device = torch.device(args.device)
+    use_device(device)  # --device cuda:1: new tensors, peak memory and syncs on cuda:1, not cuda:0
     height, width = args.size
     model, name = build_for_bench(args, height, width)
     amp_dtype = _amp_dtype(args)

@@ -57,10 +57,13 @@ class EventStorage:
         self.iter += 1
 
 
-def peak_memory_mb() -> float:
-    """Peak memory in MiB: CUDA allocator peak on GPU, else the process's peak resident set size."""
+def peak_memory_mb(device: Optional[torch.device] = None) -> float:
+    """Peak memory in MiB: CUDA allocator peak of ``device`` (default: the current CUDA device, which
+    MODEL.DEVICE sets, see gn_det.utils.device.use_device) on GPU, else the process's peak resident set size."""
+    if device is not None and device.type != "cuda":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(device if device is not None else torch.cuda.current_device()) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 

@@ -9,7 +9,7 @@ so OUTPUT_DIR/config.yaml records the device actually used.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -61,10 +61,28 @@ def check_processes_per_machine(spec: str, procs_per_machine: int) -> None:
 
 
 def resolve_cfg_device(cfg) -> torch.device:
-    """Resolve ``cfg.MODEL.DEVICE`` for this process and write the result back (cfg must not be frozen)."""
+    """Resolve ``cfg.MODEL.DEVICE`` for this process, write the result back (cfg must not be frozen) and
+    make it the current CUDA device (``use_device``)."""
     device = resolve_device(cfg.MODEL.DEVICE)
     cfg.MODEL.DEVICE = str(device)
+    use_device(device)
     return device
+
+
+def use_device(device: torch.device) -> None:
+    """Make a CUDA ``device`` the current one (no-op on CPU): calls without a device (the allocator's
+    peak, ``torch.cuda.synchronize()``, new CUDA tensors, NCCL) then mean it, not cuda:0, also in the
+    one-process path with MODEL.DEVICE cuda:N (issue 21)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function waiting for ``device``'s queued work (``torch.cuda.synchronize(device)``); a no-op on CPU.
+    Timing code calls it so that it waits on the device it measures, whatever device is current."""
+    if device.type != "cuda":
+        return lambda: None
+    return lambda: torch.cuda.synchronize(device)
 
 
 def backend_for(device: torch.device) -> str:
