@@ -116,7 +116,7 @@ def preflight(args) -> PreparedRun:
         cfg = load_config(args)
         prepared = validate_run(cfg, eval_only=args.eval_only, resume=args.resume, overwrite=args.overwrite,
                                 world_size=world_size(args), procs_per_machine=procs_per_machine(args),
-                                check_run_dir=rank0, check_inputs=local0)
+                                check_run_dir=rank0, check_inputs=local0, dist_backend=args.dist_backend)
         if rank0:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             if args.overwrite and not args.eval_only:
@@ -146,7 +146,7 @@ def invoke_main(argv=None) -> None:
     if world_size(args) > 1 and not under_torchrun():
         prepared = prepared.without_weights()  # each process reads its own; do not pickle gigabytes
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args, prepared), device=prepared.device)
+           dist_url=args.dist_url, args=(args, prepared), device=prepared.device, backend=args.dist_backend)
 
 
 if __name__ == "__main__":

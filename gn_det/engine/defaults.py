@@ -24,7 +24,7 @@ from gn_det.utils.file_io import atomic_write_text
 from . import hooks
 from .events import ConsoleWriter, JSONWriter, TensorboardWriter
 from .distributed import wrap_data_parallel
-from .precise_bn import has_bn_stats
+from .precise_bn import has_bn_stats, running_stat_layers
 from .resume import ResumableSchedule
 from .solver import build_gradient_clipper
 from .solver import build_lr_scheduler as _build_lr_scheduler
@@ -56,6 +56,9 @@ def default_argument_parser(description: str = "Train or evaluate a gn_det detec
     p.add_argument("--num-machines", type=int, default=1)
     p.add_argument("--machine-rank", type=int, default=0, help="this machine's index, 0 .. num-machines-1")
     p.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0; 'auto' on one machine")
+    p.add_argument("--dist-backend", default="auto", choices=("auto", "gloo", "nccl"),
+                   help="process-group backend: auto = NCCL for CUDA processes, gloo for CPU ones; gloo with CUDA "
+                        "runs several processes on one GPU (a multi-process check on a one-GPU machine)")
     p.add_argument("--register-coco", nargs=3, action="append", default=[],
                    metavar=("NAME", "JSON_FILE", "IMAGE_ROOT"),
                    help="register a COCO-format dataset under NAME (repeatable)")
@@ -216,7 +219,8 @@ class DefaultTrainer(SimpleTrainer):
                                                            preloaded=preloaded)
 
     def build_hooks(self) -> List[hooks.HookBase]:
-        """LR, precise BN, checkpoint, evaluation, writers, in that order (see gn_det.engine.hooks):
+        """LR, precise BN, running statistics averaged over processes, checkpoint, evaluation, writers, in
+        that order (see gn_det.engine.hooks):
         the checkpoint of an iteration is written before its evaluation, so a failed evaluation
         never costs the trained model."""
         cfg = self.cfg
@@ -225,6 +229,9 @@ class DefaultTrainer(SimpleTrainer):
         if cfg.TEST.PRECISE_BN.ENABLED and cfg.DATASETS.TEST and has_bn_stats(model):
             out.append(hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, model, self._precise_bn_loader,
                                        cfg.TEST.PRECISE_BN.NUM_ITER))
+        if comm.get_world_size() > 1 and running_stat_layers(model):
+            out.append(hooks.AverageRunningStats(model, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.TEST.EVAL_PERIOD,
+                                                 bool(cfg.DATASETS.TEST)))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
         if cfg.DATASETS.TEST:
             out.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, unwrap_model(self.model))))

@@ -1,7 +1,7 @@
 """Hooks of the training loop: LR schedule, periodic checkpoint, precise BN, evaluation, writers.
 
 Registered in this order by DefaultTrainer (the trainer times steps itself): LRScheduler, PreciseBN,
-PeriodicCheckpointer, EvalHook, PeriodicWriter. The checkpoint of an iteration is written before its
+AverageRunningStats (several processes), PeriodicCheckpointer, EvalHook, PeriodicWriter. The checkpoint of an iteration is written before its
 evaluation, so an evaluation that fails (a typo in the val JSON path, a broken image) never costs the
 trained model; it holds the precise-BN statistics, which are recomputed before it. Evaluation leaves the
 random generators as it found them (``preserved_rng``), so a run resumed from that checkpoint repeats
@@ -20,7 +20,7 @@ from torch import nn
 from gn_det.checkpoint.checkpointer import Checkpointer, preserved_rng
 from gn_det.utils import comm
 
-from .precise_bn import update_bn_stats
+from .precise_bn import average_running_stats, update_bn_stats
 from .train_loop import HookBase
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,27 @@ class LRScheduler(HookBase):
 
     def after_step(self) -> None:
         self.scheduler.step()
+
+
+class AverageRunningStats(HookBase):
+    """Before every checkpoint and evaluation, average the running statistics of the batch-dependent
+    norms over processes (gn_det.engine.precise_bn.average_running_stats), so that what is saved and
+    what every process evaluates is one model: with broadcast_buffers=False each process's statistics
+    follow its own images, and model_final.pth held rank 0's while the reported AP mixed N models
+    (issue 21). Registered before PeriodicCheckpointer and EvalHook, with their schedules."""
+
+    def __init__(self, model: nn.Module, checkpoint_period: int, eval_period: int, evaluates: bool):
+        self.model = model
+        self.checkpoint_period = int(checkpoint_period)
+        self.eval_period = int(eval_period)
+        self.evaluates = bool(evaluates)
+
+    def after_step(self) -> None:
+        nxt = self.trainer.iter + 1
+        checkpoint = nxt >= self.trainer.max_iter or (self.checkpoint_period > 0 and nxt % self.checkpoint_period == 0)
+        evaluation = self.evaluates and self.eval_period > 0 and nxt % self.eval_period == 0
+        if checkpoint or evaluation:
+            average_running_stats(self.model)
 
 
 class PeriodicCheckpointer(HookBase):

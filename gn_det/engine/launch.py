@@ -58,16 +58,19 @@ def check_launch_args(num_gpus_per_machine: int, num_machines: int = 1, machine_
 
 def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machines: int = 1,
            machine_rank: int = 0, dist_url: Optional[str] = None, args: Sequence[Any] = (),
-           timeout: timedelta = DEFAULT_TIMEOUT, device: str = "auto") -> None:
+           timeout: timedelta = DEFAULT_TIMEOUT, device: str = "auto", backend: Optional[str] = None) -> None:
     """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes in total.
 
     ``num_gpus_per_machine`` is the number of processes on this machine (one per GPU; on a CPU-only
     machine it is the number of CPU processes, joined with gloo). ``dist_url`` is "auto" (a free local
     port, single machine only) or "tcp://HOST:PORT" of machine 0. ``device`` is MODEL.DEVICE: it picks
-    the backend (NCCL for CUDA, gloo for CPU) and each process's current CUDA device.
+    the backend (NCCL for CUDA, gloo for CPU) and each process's current CUDA device. ``backend``
+    ("gloo" or "nccl", the --dist-backend flag; None or "auto": by the device) overrides that choice:
+    gloo with CUDA tensors runs DDP, SyncBN and the evaluator's gather on one GPU (tools/gpu_check.sh).
     """
+    backend = check_backend(backend, device)
     if under_torchrun():
-        _init_from_env(timeout, device)
+        _init_from_env(timeout, device, backend)
         try:
             main_func(*args)
         finally:
@@ -80,18 +83,20 @@ def launch(main_func: Callable[..., Any], num_gpus_per_machine: int, num_machine
         return
     if dist_url in (None, "", "auto"):
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
-    check_processes_per_machine(device, num_gpus_per_machine)
+    check_processes_per_machine(device, num_gpus_per_machine, backend)
     mp.start_processes(_worker, nprocs=num_gpus_per_machine, join=True, start_method="spawn",
                        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout,
-                             device))
+                             device, backend))
 
 
 def _worker(local_rank: int, main_func: Callable[..., Any], world_size: int, num_per_machine: int,
-            machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta, device: str) -> None:
+            machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta, device: str,
+            backend: Optional[str] = None) -> None:
     rank = machine_rank * num_per_machine + local_rank
     os.environ["LOCAL_RANK"] = str(local_rank)  # read by get_local_rank() and device selection
-    backend = _use_device(device, local_rank)
-    if backend == "gloo":
+    chosen = _use_device(device, local_rank)
+    backend = backend or chosen
+    if chosen == "gloo":  # CPU processes
         share_cpu_threads(num_per_machine)
     try:
         dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=rank,
@@ -121,10 +126,27 @@ def _use_device(device: str, local_rank: int) -> str:
     return backend_for(resolved)
 
 
-def _init_from_env(timeout: timedelta, device: str) -> None:
-    backend = _use_device(device, int(os.environ["LOCAL_RANK"]))
+def check_backend(backend: Optional[str], device: str = "auto") -> Optional[str]:
+    """``backend`` (--dist-backend) checked against MODEL.DEVICE ``device``: None for "auto"/None (by the
+    device), else "gloo" or "nccl"; ValueError (one line) for another name or NCCL without CUDA."""
+    if backend in (None, "", "auto"):
+        return None
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"--dist-backend {backend!r} is not a backend; use auto, gloo or nccl")
+    if backend == "nccl" and resolve_device(device, 0).type != "cuda":
+        raise ValueError(f"--dist-backend nccl needs CUDA processes but MODEL.DEVICE {device!r} runs on the CPU; "
+                         "use --dist-backend gloo (or auto)")
+    return backend
+
+
+def _init_from_env(timeout: timedelta, device: str, backend: Optional[str] = None) -> None:
+    """torchrun's process group, then a barrier (as the spawn path): every process has passed the
+    preflight, in particular rank 0's --overwrite clean-up of OUTPUT_DIR, before any opens a file there
+    (NCCL connects lazily, so init alone does not wait for rank 0; issue 21)."""
+    chosen = _use_device(device, int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+        dist.init_process_group(backend=backend or chosen, init_method="env://", timeout=timeout)
+    dist.barrier()
 
 
 def _destroy() -> None:

@@ -100,6 +100,38 @@ def update_bn_stats(model: nn.Module, data: Iterable[Any], num_iter: int, *,
     return len(layers)
 
 
+def running_stat_layers(model: nn.Module) -> List[nn.Module]:
+    """Norms whose traits say running_stats and batch_dependent (training moves their statistics with
+    each process's batch), holding running_mean/running_var buffers; no momentum needed."""
+    return [m for m in model.modules()
+            if (t := norm_traits(m)) is not None and t.running_stats and t.batch_dependent and _stat_buffers(m)]
+
+
+@torch.no_grad()
+def average_running_stats(model: nn.Module) -> int:
+    """Average the running statistics of ``model``'s batch-dependent norms over processes, in place, so
+    every process holds one model's statistics (DDP runs with broadcast_buffers=False: each process's
+    BN/SN/BRN/EvoNorm-B0 statistics follow its own images). One all-reduce of every buffer flattened;
+    a no-op in one process. Returns the number of layers averaged (on every process)."""
+    layers = running_stat_layers(model)
+    world = comm.get_world_size()
+    if world == 1 or not layers:
+        return len(layers)
+    buffers = [b for m in layers for b in _stat_buffers(m)]
+    by_dtype = {}
+    for b in buffers:
+        by_dtype.setdefault((b.dtype, b.device), []).append(b)
+    for group in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in group])
+        dist.all_reduce(flat)
+        flat.div_(world)
+        offset = 0
+        for b in group:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+    return len(layers)
+
+
 def _average_across_processes(layers: List[nn.Module]) -> None:
     """Average running stats over processes: plain BN gets one set of statistics (SyncBN's are equal)."""
     world = comm.get_world_size()

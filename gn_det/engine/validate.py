@@ -24,6 +24,8 @@ from gn_det.evaluation.backends import resolve_backend
 from gn_det.utils.cli import USER_ERRORS, UserError, one_line
 from gn_det.utils.device import check_processes_per_machine
 
+from .launch import check_backend
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PreparedRun", "validate_run", "check_solver", "check_batch_split", "check_output_dir_writable",
@@ -54,14 +56,16 @@ class PreparedRun:
 
 def validate_run(cfg, *, eval_only: bool = False, resume: bool = False, overwrite: bool = False,
                  world_size: int = 1, procs_per_machine: int = 1, check_run_dir: bool = True,
-                 check_inputs: bool = True) -> PreparedRun:
+                 check_inputs: bool = True, dist_backend: str = "auto") -> PreparedRun:
     """Raise ``UserError`` (one line) on the first problem a run of ``cfg`` would meet; else return
     what was read on the way. Writes nothing. ``procs_per_machine``: processes on this machine (each
     needs a GPU of its own on CUDA); ``check_run_dir``: also refuse an OUTPUT_DIR holding another run
-    (the launching process only); ``check_inputs``: datasets, weights and model."""
+    (the launching process only); ``check_inputs``: datasets, weights and model; ``dist_backend``: the
+    --dist-backend flag (gloo lets processes share a GPU)."""
     try:
         return _validate(cfg, eval_only=eval_only, resume=resume, overwrite=overwrite, world_size=world_size,
-                         procs_per_machine=procs_per_machine, check_run_dir=check_run_dir, check_inputs=check_inputs)
+                         procs_per_machine=procs_per_machine, check_run_dir=check_run_dir, check_inputs=check_inputs,
+                         dist_backend=dist_backend)
     except UserError:
         raise
     except USER_ERRORS as e:
@@ -69,7 +73,7 @@ def validate_run(cfg, *, eval_only: bool = False, resume: bool = False, overwrit
 
 
 def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machine, check_run_dir,
-              check_inputs) -> PreparedRun:
+              check_inputs, dist_backend="auto") -> PreparedRun:
     prepared = PreparedRun(device=str(cfg.MODEL.DEVICE))
     if eval_only and overwrite:
         raise UserError("--overwrite with --eval-only deletes nothing (an evaluation keeps OUTPUT_DIR's run and writes "
@@ -84,7 +88,7 @@ def _validate(cfg, *, eval_only, resume, overwrite, world_size, procs_per_machin
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other: --resume continues the run in "
                         "OUTPUT_DIR, --overwrite deletes it; pass one")
-    check_device(cfg, procs_per_machine)
+    check_device(cfg, procs_per_machine, dist_backend)
     if cfg.DATASETS.TEST:
         resolve_backend(cfg.TEST.EVAL_BACKEND)  # an unknown or missing backend, before training for hours
     if not eval_only:
@@ -239,11 +243,13 @@ def clean_output_dir(output_dir: str) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- device
-def check_device(cfg, procs_per_machine: int = 1) -> None:
+def check_device(cfg, procs_per_machine: int = 1, dist_backend: str = "auto") -> None:
     """MODEL.DEVICE names a device this machine has and, on CUDA, each of its ``procs_per_machine``
-    processes gets a GPU of its own (gn_det.utils.device.check_processes_per_machine)."""
+    processes gets a GPU of its own unless ``dist_backend`` is gloo (gn_det.utils.device.check_processes_per_machine);
+    the backend suits the device (gn_det.engine.launch.check_backend)."""
     try:
-        check_processes_per_machine(cfg.MODEL.DEVICE, procs_per_machine)
+        backend = check_backend(dist_backend, cfg.MODEL.DEVICE)
+        check_processes_per_machine(cfg.MODEL.DEVICE, procs_per_machine, backend)
     except ValueError as e:
         raise UserError(str(e)) from None
 

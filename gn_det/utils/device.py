@@ -42,13 +42,17 @@ def resolve_device(spec: str, local_rank: Optional[int] = None) -> torch.device:
     return torch.device("cuda", index)
 
 
-def check_processes_per_machine(spec: str, procs_per_machine: int) -> None:
+def check_processes_per_machine(spec: str, procs_per_machine: int, backend: Optional[str] = None) -> None:
     """ValueError (one line) unless ``procs_per_machine`` processes on MODEL.DEVICE ``spec`` each get a
-    GPU of their own when they use CUDA (NCCL refuses two processes on one GPU: "Duplicate GPU detected")."""
+    GPU of their own when they use CUDA (NCCL refuses two processes on one GPU: "Duplicate GPU detected").
+    With ``backend`` "gloo" processes may share a GPU (MODEL.DEVICE cuda:N pins them all to it)."""
     device = resolve_device(spec, 0)
     if device.type != "cuda" or procs_per_machine <= 1:
         return
-    if _CUDA_INDEX.match(str(spec).strip().lower()):
+    pinned = _CUDA_INDEX.match(str(spec).strip().lower())
+    if backend == "gloo" and pinned:
+        return
+    if pinned:
         raise ValueError(f"{DEVICE_KEY}={spec!r} puts every process on GPU {device.index}, but {procs_per_machine} "
                          f"processes run on this machine (--num-gpus {procs_per_machine}) and NCCL needs one GPU per "
                          f"process; set {DEVICE_KEY} cuda (each process on the GPU of its local rank; choose the GPUs "
@@ -57,7 +61,8 @@ def check_processes_per_machine(spec: str, procs_per_machine: int) -> None:
     if procs_per_machine > count:
         raise ValueError(f"--num-gpus {procs_per_machine} starts {procs_per_machine} processes on this machine, one "
                          f"per GPU, but only {count} CUDA device(s) are visible; pass --num-gpus {count}, or "
-                         f"{DEVICE_KEY} cpu for CPU processes")
+                         f"{DEVICE_KEY} cpu for CPU processes" + (
+                             f", or {DEVICE_KEY} cuda:0 to share GPU 0 over gloo" if backend == "gloo" else ""))
 
 
 def resolve_cfg_device(cfg) -> torch.device:
