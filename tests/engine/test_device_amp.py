@@ -3,7 +3,9 @@ backend, SOLVER.AMP on CPU (bfloat16 autocast) and on CUDA (float16 + GradScaler
 the device used, and the GPU-only checks (marked cuda) of the same paths.
 """
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -244,29 +246,54 @@ def test_cuda_amp_trains_with_a_scaler_for_float16_only(amp_dtype, scaled):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
-@pytest.mark.cuda
-def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tmp_path):
-    """Train 2 iterations on the GPU (SyncBN, precise BN, AMP), then --eval-only and --resume with CUDA hidden."""
-    gpu = tmp_path / "gpu"
-    opts = ("MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True", "MODEL.RESNETS.NORM", "SyncBN",
-            "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2")
-    proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, gpu, *opts)], cwd=REPO, capture_output=True,
+def _train_eval_resume(data, tmp_path, train_device, later_env):
+    """Train 2 iterations (SyncBN backbone, precise BN, AMP) on ``train_device``, then --eval-only and --resume
+    in ``later_env`` with the SAME norm overrides (issue 21, defect 1: without them the resume exits 2, "does
+    not fit the model of this config", and the evaluation runs a GN backbone with nothing loaded into its
+    norms). Returns (training dir, the trained run's final metrics, the eval-only metrics)."""
+    trained = tmp_path / "trained"
+    model = ("MODEL.RESNETS.NORM", "SyncBN", "SOLVER.AMP.ENABLED", "True")
+    opts = ("MODEL.DEVICE", train_device, "SOLVER.MAX_ITER", "2", "TEST.PRECISE_BN.ENABLED", "True",
+            "TEST.PRECISE_BN.NUM_ITER", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *model)
+    proc = subprocess.run([sys.executable, TRAIN_NET, *_argv(data, trained, *opts)], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert _config_yaml(gpu)["MODEL"]["DEVICE"] == "cuda:0"
-    cpu_env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    weights = str(gpu / "model_final.pth")
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--eval-only", *_argv(data, tmp_path / "cpu_eval", "MODEL.WEIGHTS",
-                                                                          weights)],
-                          cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600)
+    weights = str(trained / "model_final.pth")
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--eval-only",
+                           *_argv(data, tmp_path / "eval", "MODEL.WEIGHTS", weights, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                                  "0.0", *model)],
+                          cwd=REPO, env=later_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _config_yaml(tmp_path / "cpu_eval")["MODEL"]["DEVICE"] == "cpu"
+    assert _config_yaml(tmp_path / "eval" / "inference")["MODEL"]["DEVICE"] == "cpu"  # eval-only records it there
+    log = (tmp_path / "eval" / "log.txt").read_text()
+    assert re.search(r"missing \(left at init\)\s*\|\s*0\s*\|", log), log[-2000:]  # every norm loaded
     proc = subprocess.run([sys.executable, TRAIN_NET, "--resume",
-                           *_argv(data, gpu, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "3", "SOLVER.AMP.ENABLED",
-                                  "True")],
-                          cwd=REPO, env=cpu_env, capture_output=True, text=True, timeout=600)
+                           *_argv(data, trained, "MODEL.DEVICE", "auto", "SOLVER.MAX_ITER", "3", *model)],
+                          cwd=REPO, env=later_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert torch.load(gpu / "model_final.pth", weights_only=True)["iteration"] == 2
+    assert torch.load(trained / "model_final.pth", weights_only=True)["iteration"] == 2
+    metrics = [json.loads(line) for line in (trained / "metrics.json").read_text().splitlines()]
+    evaluated = json.loads((tmp_path / "eval" / "inference" / "dev_val" / "metrics.json").read_text())
+    return trained, metrics, evaluated
+
+
+@pytest.mark.cuda
+def test_gpu_run_checkpoint_evaluates_and_resumes_on_a_cpu_only_machine(data, tmp_path):
+    """Train on the GPU, then --eval-only and --resume with CUDA hidden."""
+    trained, _, _ = _train_eval_resume(data, tmp_path, "auto", dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert _config_yaml(trained)["MODEL"]["DEVICE"] == "cpu"  # the resumed run's (CUDA hidden)
+
+
+@pytest.mark.slow
+def test_cpu_run_checkpoint_evaluates_and_resumes_with_the_same_overrides(data, tmp_path):
+    """The same three runs on CPU: the eval-only AP equals the one printed after training (model_final.pth's
+    SyncBN statistics loaded into the SyncBN backbone)."""
+    _, metrics, evaluated = _train_eval_resume(data, tmp_path, "cpu", dict(os.environ))
+    at_iter_1 = [m for m in metrics if m["iteration"] == 1 and "bbox/AP" in m]
+    assert at_iter_1, metrics
+    for task in ("bbox", "segm"):
+        assert evaluated[task]["AP"] is not None
+        assert evaluated[task]["AP"] == pytest.approx(at_iter_1[0][f"{task}/AP"], abs=1e-6)
 
 
 @pytest.mark.cuda
