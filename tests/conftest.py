@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def machine_has_cuda():
+    """Whether this machine has CUDA, read before any test's patch: inside a test not marked cuda,
+    ``torch.cuda.is_available()`` is False on a GPU machine too (cpu_unless_marked_cuda), while a module
+    fixture set up before that patch sees True; decisions taken in both places read this instead."""
+    return _HAS_CUDA
+
+
 @pytest.fixture(autouse=True)
 def cpu_unless_marked_cuda(request, monkeypatch):
     """On a GPU machine, tests not marked cuda see no CUDA, so MODEL.DEVICE 'auto' means the CPU they

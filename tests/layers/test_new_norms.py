@@ -125,7 +125,7 @@ def test_an_empty_batch_runs_forward_and_backward(name):
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in layer.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda  # selected by tools/gpu_check.sh, and exempt from the conftest's CPU patch (issue 21)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", list(MAKERS))
 def test_cuda_float32_and_autocast_match_cpu(name, dtype):
@@ -138,6 +138,7 @@ def test_cuda_float32_and_autocast_match_cpu(name, dtype):
     torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=1e-5)
     low = _build(name).cuda()
     with torch.autocast("cuda", dtype=dtype):
+        assert torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == dtype  # really on
         y_low, _ = _step(low, x.cuda().to(dtype), dy.cuda())
     assert y_low.dtype == dtype
     for key, value in low.state_dict().items():
