@@ -220,12 +220,24 @@ def _amp_dtype(args) -> Optional[torch.dtype]:
     return torch.float16 if args.device.startswith("cuda") else torch.bfloat16
 
 
+def label_single_process_sync(model: torch.nn.Module, name: str) -> str:
+    """``name`` marked when ``model`` has synced norms (SyncBN, SyncSN): this benchmark runs one process, where
+    they have no process group and compute plain BN/SN, so the figure is not SyncBN's cost (no all-reduce;
+    tools/gpu_check.sh runs a 2-process train_net over gloo for the synced path)."""
+    from gn_det.layers import norm_traits
+
+    if any((t := norm_traits(m)) is not None and t.synced for m in model.modules()):
+        return f"{name} (1 process: no all-reduce, BN's compute)"
+    return name
+
+
 def main_iteration(args) -> Dict[str, float]:
     """--device cuda (or --full-iteration): time full iterations and print one line (or JSON)."""
     device = torch.device(args.device)
     use_device(device)  # --device cuda:1: new tensors, peak memory and syncs on cuda:1, not cuda:0
     height, width = args.size
     model, name = build_for_bench(args, height, width)
+    name = label_single_process_sync(model, name)
     amp_dtype = _amp_dtype(args)
     result = bench_iteration(model, device, args.images, height, width, args.iters, args.warmup, amp_dtype,
                              args.profile_iters, args.profile_table)

@@ -62,7 +62,8 @@ def instances_to_coco_json(output: Mapping[str, torch.Tensor], image_id: int,
         masks = output["masks"].detach().cpu()
         if masks.dim() == 4:
             masks = masks[:, 0]
-        binary = (masks >= mask_threshold).numpy().astype(np.uint8)
+        # bool: thresholded already, on the model's device (inference_on_dataset); else probabilities
+        binary = (masks if masks.dtype == torch.bool else masks >= mask_threshold).numpy().astype(np.uint8)
         rles = mask_util.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
         for rle in rles:
             rle["counts"] = rle["counts"].decode("utf-8")
@@ -188,7 +189,7 @@ class COCOEvaluator(DatasetEvaluator):
         has_masks = self._has_masks
         if self.distributed and comm.get_world_size() > 1:
             comm.synchronize()
-            gathered = comm.all_gather((predictions, image_ids, has_masks))
+            gathered = comm.gather((predictions, image_ids, has_masks))  # to the main process only
             predictions = list(itertools.chain.from_iterable(g[0] for g in gathered))
             image_ids = list(itertools.chain.from_iterable(g[1] for g in gathered))
             has_masks = any(g[2] for g in gathered)

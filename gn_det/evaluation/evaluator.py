@@ -46,6 +46,21 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+MASK_THRESHOLD = 0.5  # a pasted mask's probability at or above which a pixel belongs to the instance (detectron2)
+
+
+def outputs_to_host(output: Mapping[str, torch.Tensor], mask_threshold: float = MASK_THRESHOLD) -> Dict[str, torch.Tensor]:
+    """One image's outputs on the CPU, with "masks" thresholded (bool) on the model's device first: pasted
+    float32 masks of a COCO image are about 120 MB per image, their bool form a quarter of that and the
+    comparison runs on the GPU (issue 21). Every evaluator thresholds at 0.5 (COCO, detectron2)."""
+    out = {}
+    for key, value in output.items():
+        if key == "masks" and value.is_floating_point():
+            value = value >= mask_threshold
+        out[key] = value.to("cpu")
+    return out
+
+
 def inference_on_dataset(model: nn.Module, data_loader: Iterable[List[tuple]],
                          evaluator: DatasetEvaluator) -> Dict[str, Dict[str, float]]:
     """Run ``model`` in eval mode over ``data_loader`` (batches of ``(image, dataset_dict)``), return
@@ -70,7 +85,7 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[List[tuple]],
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             compute += time.perf_counter() - t0
-            evaluator.process(inputs, [{k: v.to("cpu") for k, v in o.items()} for o in outputs])
+            evaluator.process(inputs, [outputs_to_host(o) for o in outputs])
             num_images += len(batch)
             bar.update(1)
     bar.close()

@@ -6,7 +6,7 @@ evaluation and training code can call them unconditionally (detectron2's utils/c
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -51,6 +51,17 @@ def all_gather(obj: Any) -> List[Any]:
     out: List[Any] = [None] * world
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather(obj: Any, dst: int = 0) -> List[Any]:
+    """Every rank's ``obj`` in rank order on rank ``dst``; ``[]`` on the other ranks (they need not hold
+    everyone's objects, as all_gather would make them)."""
+    world = get_world_size()
+    if world == 1:
+        return [obj]
+    out: Optional[List[Any]] = [None] * world if get_rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out if out is not None else []
 
 
 def broadcast(obj: Any, src: int = 0) -> Any:

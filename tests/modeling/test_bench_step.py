@@ -76,3 +76,15 @@ def test_full_iteration_with_amp_on_cpu(capsys):
     assert record == result and record["precision"] == "bfloat16 amp" and record["gpu_busy"] is None
     assert record["s_per_iter"] > 0 and record["peak_mem_mb"] > 100 and record["size"] == "64x96"
     assert "s/iter" in render(build_speed_table([record]), "text")
+
+
+def test_one_process_syncbn_figure_is_labelled_as_such():
+    """Issue 21, defect 8: in one process SyncBN has no group and runs BN's arithmetic; the row says so."""
+    from gn_det.layers import GNOptions, NormOptions, get_norm
+
+    bench = _bench_module()
+    opts = NormOptions(GNOptions(num_groups=2))
+    synced = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), get_norm("SyncBN", 4, opts))
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), get_norm("BN", 4, opts))
+    assert bench.label_single_process_sync(synced, "r50_syncbn") == "r50_syncbn (1 process: no all-reduce, BN's compute)"
+    assert bench.label_single_process_sync(plain, "r50_bn") == "r50_bn"
