@@ -67,6 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="finetune: pretraining iterations per backbone (default 0: the recipe's SOLVER.MAX_ITER)")
     parser.add_argument("--docs", action="store_true",
                         help="finetune: also write docs/norm_finetune.md and docs/norm_finetune.png from finished cells")
+    parser.add_argument("--docs-dir", default=os.path.join(ROOT, "docs"), help="where --docs writes (default docs/)")
     parser.add_argument("--iters", type=int, default=None,
                         help=f"training iterations per run (default {DEFAULT_ITERS['scratch']}, finetune "
                              f"{DEFAULT_ITERS['finetune']})")
@@ -211,7 +212,7 @@ def write_finetune_results(args: argparse.Namespace, cells) -> None:
     path = plot_sweep(rows, args.plot or os.path.join(args.output_root, "norm_finetune.png"))
     print(f"wrote {os.path.join(args.output_root, 'norm_finetune.md')}, .csv and {path}")
     if args.docs:
-        docs = os.path.join(ROOT, "docs")
+        docs = args.docs_dir
         atomic_write_text(os.path.join(docs, "norm_finetune.md"), text)
         plot_sweep(rows, os.path.join(docs, "norm_finetune.png"))
         print(f"wrote {os.path.join(docs, 'norm_finetune.md')} and {os.path.join(docs, 'norm_finetune.png')}")
