@@ -47,7 +47,7 @@ from gn_det.benchmark.sweep import (  # noqa: E402
 )
 
 PROG = "norm_sweep.py"
-DEFAULT_ITERS = {"scratch": 150, "finetune": 120}
+DEFAULT_ITERS = {"scratch": 150, "finetune": 250}
 DEFAULTS = {"scratch": ("norm_sweep", "sweep"), "finetune": ("norm_finetune", "finetune")}  # output, configs
 
 
