@@ -205,8 +205,9 @@ def write_finetune_results(args: argparse.Namespace, cells) -> None:
     print(render(table, "text"))
     print(render(claims, "text"))
     jobs = plan_pretraining(cells, args.pretrain_config_dir)
-    text = finetune_markdown(table, results, jobs, wall, iters=args.iters, recipes=sorted({c.recipe for c in cells},
-                                                                                        key=list(FINETUNE.labels).index))
+    recipes = sorted({c.recipe for c in cells}, key=list(FINETUNE.labels).index)
+    text = finetune_markdown(table, results, jobs, wall, iters=args.iters, recipes=recipes,
+                             lr_per_image=args.lr_per_image)
     atomic_write_text(os.path.join(args.output_root, "norm_finetune.md"), text)
     atomic_write_text(os.path.join(args.output_root, "norm_finetune.csv"), render(table, "csv"))
     path = plot_sweep(rows, args.plot or os.path.join(args.output_root, "norm_finetune.png"))

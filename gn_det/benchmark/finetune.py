@@ -192,7 +192,8 @@ def pretrain_table(jobs: Sequence[PretrainJob], wall_times: Dict[str, float]) ->
 
 
 def finetune_markdown(table: Table, results: Sequence[ClaimResult], jobs: Sequence[PretrainJob],
-                      wall_times: Dict[str, float], *, iters: int, recipes: Sequence[str]) -> str:
+                      wall_times: Dict[str, float], *, iters: int, recipes: Sequence[str],
+                      lr_per_image: float = 0.005) -> str:
     """docs/norm_finetune.md: protocol, the table, the claims with verdicts, the pretrained backbones, the
     published counterparts and what the miniature does not show. Numbers come from finished runs only."""
     from .formatting import render
@@ -210,7 +211,8 @@ def finetune_markdown(table: Table, results: Sequence[ClaimResult], jobs: Sequen
         "8 texture classes, not the detection shapes). Each cell (`configs/tiny/finetune/`) then fine-tunes the "
         f"tiny Mask R-CNN on the shapes data from its backbone for {iters} iterations with 2 processes at 1 or 2 "
         "images per process, seeds 0, 1, 2: stem and res2 frozen, no weight decay on norm parameters, the 4conv1fc "
-        "box head wherever the head has a norm (FrozenBN/- keeps the 2fc head), BASE_LR 0.005 x images per step. "
+        "box head wherever the head has a norm (FrozenBN/- keeps the 2fc head), "
+        f"BASE_LR {lr_per_image:g} x images per step. "
         "FrozenBN holds the BN backbone's pretrained statistics; BN and SyncBN start from them and keep training.",
         "",
         render(table, "markdown"),
