@@ -102,6 +102,8 @@ def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
                   "failed?); skipped", flush=True)
             summary.failed.append(cell.name)
             continue
+        if cell.weights and status == "new" and os.path.isfile(cell.weights):
+            _check_recorded_backbone(cell)
         cmd = train_command(cell, status, iters=args.iters, lr_per_image=args.lr_per_image,
                             train_net=os.path.join(ROOT, "tools", "train_net.py"), extra_opts=args.opts)
         print(f"[norm_sweep] {cell.name}: {status}{backbone} -> {' '.join(cmd)}", flush=True)
@@ -148,6 +150,19 @@ def run_pretraining(args: argparse.Namespace, cells) -> SweepSummary:
         (summary.ran if code == 0 else summary.failed).append(f"pretrain_{job.kind}")
         print(f"[norm_sweep] pretrain {job.kind}: exit {code} after {seconds:.0f} s", flush=True)
     return summary
+
+
+def _check_recorded_backbone(cell) -> None:
+    """The backbone file was pretrained with the norm the cell's recipe loads (its run's config.yaml says)."""
+    from gn_det.checkpoint.pretrained import check_pretrained_recipe
+    from gn_det.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(cell.config_file)
+    try:
+        check_pretrained_recipe(cfg, cell.weights)
+    except ValueError as e:
+        raise UserError(f"{cell.name}: {e}") from e
 
 
 def check_backbones(cells) -> None:
