@@ -195,3 +195,24 @@ def test_flags_of_the_other_protocol_are_refused(capsys):
 def test_labels_cover_the_recipes():
     assert set(FINETUNE_LABELS) == set(FINETUNE_BACKBONES)
     assert all(os.path.isfile(os.path.join(CONFIGS, f"{r}.yaml")) for r in FINETUNE_LABELS)
+
+
+def test_a_cached_backbone_of_another_norm_is_refused(tmp_path, monkeypatch, capsys):
+    """OUTPUT_ROOT/pretrain/R_18_bn holding a GN run (its config.yaml says so): one line, exit 2, nothing runs."""
+    from gn_det.config import get_cfg
+
+    tool = _tool()
+    calls = []
+    monkeypatch.setattr(tool.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    bn_dir = tmp_path / "out" / "pretrain" / "R_18_bn"
+    (bn_dir / "inference" / "textures_val").mkdir(parents=True)
+    (bn_dir / "model_final.pth").write_bytes(b"")
+    (bn_dir / "inference" / "textures_val" / "metrics.json").write_text('{"classification": {"accuracy": 70.0}}')
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(PRETRAIN, "R_18_gn.yaml"))
+    (bn_dir / "config.yaml").write_text(cfg.dump())
+    code = tool.main(["--protocol", "finetune", "--output-root", str(tmp_path / "out"), "--only", "frozenbn_1img",
+                      "--seeds", "0"])
+    assert code == 2 and not calls
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frozenbn_1img: MODEL.WEIGHTS" in err[0] and "is a gn backbone" in err[0]
