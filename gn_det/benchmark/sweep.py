@@ -56,11 +56,13 @@ class Claim:
     worse: str
     worse_k: int
     metric: str = "box_AP"
+    labels: Optional[Tuple[Tuple[str, str], ...]] = field(default=None, compare=False)  # recipe -> label; None: RECIPE_LABELS
 
     @property
     def text(self) -> str:
         """The claim as a sentence, e.g. "GN > BN (batch stats) at 1 img/process (box AP)"."""
-        a, b = RECIPE_LABELS.get(self.better, self.better), RECIPE_LABELS.get(self.worse, self.worse)
+        names = dict(self.labels) if self.labels is not None else RECIPE_LABELS
+        a, b = names.get(self.better, self.better), names.get(self.worse, self.worse)
         metric = self.metric.replace("_", " ")
         if self.better_k == self.worse_k:
             return f"{a} > {b} at {self.better_k} img/process ({metric})"
@@ -92,6 +94,9 @@ class SweepCell:
     num_processes: int
     output_dir: str
     seed: int = 0
+    label: str = ""  # the table's name for the recipe ("" = RECIPE_LABELS')
+    weights: str = ""  # MODEL.WEIGHTS of a fresh start ("" = from scratch)
+    pretrained: str = ""  # the pretrained backbone it fine-tunes (bn, gn, sn, gnws), "" from scratch
 
     @property
     def group(self) -> str:
@@ -126,14 +131,20 @@ def plan_cells(
     num_processes: int = 2,
     only: Optional[Sequence[str]] = None,
     seeds: Optional[Sequence[int]] = None,
+    protocol: Optional["Protocol"] = None,
 ) -> List[SweepCell]:
-    """The runs of the grid, restricted to ``only`` (recipes, ``<recipe>_<k>img`` cells or run names)
-    and to ``seeds`` when given."""
+    """The runs of the grid (``protocol``'s; default the from-scratch grid above), restricted to ``only``
+    (recipes, ``<recipe>_<k>img`` cells or run names) and to ``seeds`` when given."""
     cells, known = [], set()
-    for recipe, k, seed in grid():
+    runs = protocol.grid if protocol is not None else grid()
+    recipes = protocol.recipes if protocol is not None else RECIPES
+    for recipe, k, seed in runs:
+        pretrained = protocol.backbones.get(recipe, "") if protocol is not None else ""
         cell = SweepCell(recipe, os.path.join(config_dir, f"{recipe}.yaml"), k, num_processes,
                          os.path.join(output_root, f"{recipe}_{k}img" + ("" if seed == SEEDS[0] else f"_s{seed}")),
-                         seed)
+                         seed, label=protocol.labels.get(recipe, recipe) if protocol is not None else "",
+                         weights=protocol.weights_path(output_root, pretrained) if pretrained else "",
+                         pretrained=pretrained)
         known.update({recipe, cell.group, cell.name})
         if only and not {recipe, cell.group, cell.name} & set(only):
             continue
@@ -144,7 +155,7 @@ def plan_cells(
         cells.append(cell)
     unknown = [name for name in only or () if name not in known]
     if unknown:
-        raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(RECIPES)}, "
+        raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(recipes)}, "
                          "<recipe>_<k>img or <recipe>_<k>img_s<seed>")
     return cells
 
@@ -197,6 +208,8 @@ def train_command(
     ]
     if status == "evaluate":
         opts += ["MODEL.WEIGHTS", os.path.join(cell.output_dir, "model_final.pth")]
+    elif cell.weights:  # fine-tuning: the pretrained backbone (a resumed run restores its checkpoint instead)
+        opts += ["MODEL.WEIGHTS", cell.weights]
     return cmd + opts + list(extra_opts)
 
 
@@ -240,8 +253,8 @@ METRICS = ("box_AP", "box_AP50", "mask_AP", "mask_AP50")
 
 def run_row(cell: SweepCell, wall_times: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """What one run holds (a run not made yet has every number missing)."""
-    row: Dict[str, Any] = {"recipe": RECIPE_LABELS.get(cell.recipe, cell.recipe), "ims_per_process": cell.ims_per_process,
-                           "seed": cell.seed}
+    row: Dict[str, Any] = {"recipe": cell.label or RECIPE_LABELS.get(cell.recipe, cell.recipe),
+                           "ims_per_process": cell.ims_per_process, "seed": cell.seed}
     if os.path.isfile(os.path.join(cell.output_dir, "config.yaml")):
         record: RunRecord = load_run(cell.output_dir, cell.name)
         row.update(describe_norms(record))
@@ -381,3 +394,27 @@ class SweepSummary:
     ran: List[str] = field(default_factory=list)
     failed: List[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A grid other than the from-scratch one (gn_det.benchmark.finetune declares the fine-tuning grid):
+    its recipes' table labels, runs ``(recipe, images per process, seed)``, claims, and the pretrained
+    backbone each recipe starts from (``backbones``; weights at ``weights_path``)."""
+
+    name: str
+    labels: Dict[str, str]
+    grid: Tuple[Tuple[str, int, int], ...]
+    claims: Tuple[Claim, ...]
+    backbones: Dict[str, str] = field(default_factory=dict)
+    pretrain_dir: str = "pretrain"  # under the output root
+
+    @property
+    def recipes(self) -> Tuple[str, ...]:
+        return tuple(self.labels)
+
+    def weights_path(self, output_root: str, pretrained: str) -> str:
+        """OUTPUT_ROOT/<pretrain_dir>/<pretraining recipe>/model_final.pth of backbone ``pretrained``."""
+        from gn_det.checkpoint.pretrained import PRETRAIN_RECIPES
+
+        return os.path.join(output_root, self.pretrain_dir, PRETRAIN_RECIPES[pretrained], "model_final.pth")

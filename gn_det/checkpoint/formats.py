@@ -72,6 +72,8 @@ def unwrap_checkpoint(raw: Any, path: str) -> Tuple[Dict[str, torch.Tensor], Dic
 
 # ----------------------------------------------------------------------------- recognisers
 _OURS_PREFIXES = ("backbone.", "rpn.", "roi_heads.")
+# A pretrained backbone (tools/pretrain_backbone.py) holds its classifier here; loading drops it.
+PRETRAIN_HEAD_PREFIX = "pretrain_head."
 _D2_ONLY = ("proposal_generator.", "roi_heads.mask_head.predictor.", "roi_heads.mask_head.deconv.")
 
 
@@ -80,7 +82,7 @@ def _is_tv_detection(keys: List[str], meta: Dict[str, Any]) -> bool:
 
 
 def _is_ours(keys: List[str], meta: Dict[str, Any]) -> bool:
-    return all(k.startswith(_OURS_PREFIXES) for k in keys) and not _is_detectron2(keys, meta)
+    return all(k.startswith(_OURS_PREFIXES + (PRETRAIN_HEAD_PREFIX,)) for k in keys) and not _is_detectron2(keys, meta)
 
 
 def _is_detectron2(keys: List[str], meta: Dict[str, Any]) -> bool:
@@ -129,7 +131,13 @@ def _convert_ours(flat, meta, path):
         convention = conv.convention_from_config_file(config)
     else:
         convention = None
-    return ConvertedWeights(dict(flat), {k: k for k in flat}), convention
+    head = sorted(k for k in flat if k.startswith(PRETRAIN_HEAD_PREFIX))
+    kept = {k: v for k, v in flat.items() if k not in head}
+    converted = ConvertedWeights(kept, {k: k for k in kept})
+    if head:
+        converted.notes.append(f"a pretrained backbone (tools/pretrain_backbone.py): its classifier "
+                               f"({', '.join(head)}) is not part of a detector and was left out")
+    return converted, convention
 
 
 def _backbone_norm_kind(flat: Mapping[str, torch.Tensor], stem_norm: str) -> str:

@@ -220,3 +220,12 @@ _C.TEST.PRECISE_BN.NUM_ITER = 200  # batches used for that
 _C.OUTPUT_DIR = "./output"  # config.yaml, metrics.json, checkpoints, inference/ go here
 _C.SEED = -1  # < 0 = a random seed, logged; >= 0 = deterministic
 _C.CUDNN_BENCHMARK = False  # let cuDNN pick conv algorithms (faster, not deterministic)
+
+# ---------------------------------------------------------------------------- #
+# Backbone pretraining (tools/pretrain_backbone.py): the tiny ResNet of MODEL.RESNETS trained as an image
+# classifier on gn_det.data.textures, so the fine-tuning comparison starts from pretrained norms.
+# ---------------------------------------------------------------------------- #
+_C.PRETRAIN = CN()
+_C.PRETRAIN.NUM_CLASSES = 8  # texture classes used (2..8)
+_C.PRETRAIN.IMAGE_SIZE = 64  # square images, pixels
+_C.PRETRAIN.NUM_VAL_IMAGES = 512  # held-out images for the accuracy (a stream training never draws)

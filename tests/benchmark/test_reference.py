@@ -9,7 +9,8 @@ from gn_det.benchmark.reference import (
 
 SOURCES = ("detectron2 MODEL_ZOO.md", "Detectron projects/GN/README.md", "switchablenorms/SwitchNorm_Detection README.md",
            "open-mmlab/mmdetection configs/gn+ws/README.md", "open-mmlab/mmdetection configs/gn/README.md",
-           "megvii-model/MABN README.md")
+           "megvii-model/MABN README.md", "Wu & He, Group Normalization (ECCV 2018)",
+           "Luo et al., Switchable Normalization (ICLR 2019)")
 
 
 def test_every_row_parses_and_names_a_known_source():
@@ -55,3 +56,18 @@ def test_bad_reference_file(tmp_path, body, message):
     path.write_text(body)
     with pytest.raises(ReferenceFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_reference_numbers(str(path))
+
+
+def test_papers_fine_tuning_numbers_of_issue_20():
+    """The GN and SN papers' fine-tuning rows the fine-tuning comparison prints beside its table."""
+    rows = load_reference_numbers()
+    got = {(r.config, r.values["schedule"]): (r.values["box_AP"], r.values["mask_AP"]) for r in rows}
+    assert got[("gn_paper_mask_rcnn_R_50_FPN_bnstar", None)] == (38.6, 34.2)
+    assert got[("gn_paper_mask_rcnn_R_50_FPN_bnstar_gn", None)] == (39.5, 34.4)
+    assert got[("gn_paper_mask_rcnn_R_50_FPN_gn", None)] == (40.0, None)
+    assert got[("gn_paper_mask_rcnn_R_50_FPN_gn", "2x")] == (40.3, 35.7)
+    assert got[("sn_paper_mask_rcnn_R_50_FPN_bndagger_sn", None)] == (40.0, 34.8)
+    assert got[("sn_paper_mask_rcnn_R_50_FPN_gn", None)] == (40.2, 35.7)
+    assert got[("sn_paper_mask_rcnn_R_50_FPN_sn", None)] == (41.0, 36.5)
+    c4 = {k[0].rsplit("_", 1)[1]: v[0] for k, v in got.items() if k[0].startswith("sn_paper_faster_rcnn_R_50_C4")}
+    assert c4 == {"bndagger": 29.6, "bn": 19.3, "gn": 32.7, "sn": 33.0}
