@@ -27,7 +27,8 @@ def schedule_values(cfg) -> Dict[str, Any]:
     s = cfg.SOLVER
     return {"MAX_ITER": int(s.MAX_ITER), "BASE_LR": float(s.BASE_LR), "STEPS": [int(x) for x in s.STEPS],
             "GAMMA": float(s.GAMMA), "WARMUP_FACTOR": float(s.WARMUP_FACTOR), "WARMUP_ITERS": int(s.WARMUP_ITERS),
-            "WARMUP_METHOD": str(s.WARMUP_METHOD)}
+            "WARMUP_METHOD": str(s.WARMUP_METHOD), "LR_SCHEDULER_NAME": str(s.LR_SCHEDULER_NAME),
+            "BASE_LR_END": float(s.BASE_LR_END)}
 
 
 def _recorded_values(state: Dict[str, Any]) -> Dict[str, Any]:

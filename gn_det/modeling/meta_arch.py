@@ -32,7 +32,7 @@ class _Assembled:
         in the coordinates of ``original_sizes`` ((height, width) per image, e.g. the size before the loader
         resized it: detectron2's "height"/"width"), or of the images as given when omitted."""
         if self.training:
-            return super().forward(images, targets)
+            return self._losses(images, targets)
         sizes = [tuple(img.shape[-2:]) for img in images] if original_sizes is None else list(original_sizes)
         if len(sizes) != len(images):
             raise ValueError(f"original_sizes has {len(sizes)} entries for {len(images)} images; give one "
@@ -43,6 +43,28 @@ class _Assembled:
         detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
         return self.transform.postprocess(detections, image_list.image_sizes,
                                           [(int(h), int(w)) for h, w in sizes])
+
+
+    def _losses(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]]) -> Dict[str, torch.Tensor]:
+        """torchvision's training forward (same parts, same loss order) without its per-image host read of
+        ``degenerate_boxes.any()``: one device-side assert for all images (``torch._assert_async``: raises at
+        once on the CPU, reported asynchronously on CUDA), so a step reads nothing back before its logging."""
+        if targets is None:
+            raise ValueError("targets are needed in training mode (model.train()); call model.eval() to predict")
+        for t in targets:
+            boxes = t.get("boxes")
+            if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+                raise ValueError(f"target boxes should be a tensor of shape [N, 4], got "
+                                 f"{getattr(boxes, 'shape', type(boxes).__name__)}")
+        image_list, targets = self.transform(images, targets)
+        boxes = torch.cat([t["boxes"] for t in targets])
+        if boxes.numel():
+            torch._assert_async((boxes[:, 2:] > boxes[:, :2]).all(),
+                                "All bounding boxes should have positive height and width (x2 > x1, y2 > y1)")
+        features = self.backbone(image_list.tensors)
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        _, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        return {**detector_losses, **proposal_losses}
 
 
 class GNFasterRCNN(_Assembled, FasterRCNN):

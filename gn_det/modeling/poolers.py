@@ -15,7 +15,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align, roi_pool
+from torchvision.ops import roi_pool
+
+from gn_det.layers.roi_align import roi_align
 
 __all__ = ["POOLER_TYPES", "ROIPooler", "assign_boxes_to_levels"]
 

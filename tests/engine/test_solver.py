@@ -126,3 +126,61 @@ def test_gradient_clipping(clip_type):
 def test_warmup_multistep_is_plain_data():
     fn = WarmupMultiStep([5], 0.5, 0.1, 2)
     assert fn(0) == pytest.approx(0.1) and fn(1) == pytest.approx(0.55) and fn(5) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("method", ["linear", "constant"])
+def test_warmup_cosine_formula(method):
+    """detectron2's WarmupCosineLR: lr(it) = end + (base - end) (1 + cos(pi it / MAX_ITER)) / 2, with a linear
+    warm-up from WARMUP_FACTOR * base to that value at WARMUP_ITERS (or constant at WARMUP_FACTOR * base)."""
+    base, end, max_iter, warm = 0.04, 0.004, 50, 8
+    cfg = _cfg(LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=base, BASE_LR_END=end, MAX_ITER=max_iter,
+               WARMUP_ITERS=warm, WARMUP_FACTOR=0.01, WARMUP_METHOD=method, STEPS=(10,))
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=base)
+    sched = build_lr_scheduler(cfg, opt)
+
+    def cosine(it):
+        return end + (base - end) * (1 + math.cos(math.pi * it / max_iter)) / 2
+    for it in range(max_iter):
+        if it < warm:
+            want = 0.01 * base if method == "constant" else 0.01 * base + (cosine(warm) - 0.01 * base) * it / warm
+        else:
+            want = cosine(it)
+        assert opt.param_groups[0]["lr"] == pytest.approx(want, rel=1e-12), it
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(end, rel=1e-12)  # MAX_ITER: the cosine's end
+
+
+def test_lr_scheduler_name_and_end_checked():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match=r"SOLVER.LR_SCHEDULER_NAME='Cosine' is not a schedule; use one of "
+                                         r"\['WarmupMultiStepLR', 'WarmupCosineLR'\]"):
+        build_lr_scheduler(_cfg(LR_SCHEDULER_NAME="Cosine"), opt)
+    with pytest.raises(ValueError, match="SOLVER.BASE_LR_END should be between 0 and SOLVER.BASE_LR"):
+        build_lr_scheduler(_cfg(LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=0.1, BASE_LR_END=0.2), opt)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_sgd_matches_the_momentum_formula(nesterov):
+    """Three steps of the built optimizer (fused kernel on CPU) against SGD with momentum written out:
+    g = grad + wd * w; buf = g (first step) else m * buf + g; w -= lr * (g + m * buf if nesterov else buf)."""
+    torch.manual_seed(0)
+    net = nn.Linear(5, 3)
+    cfg = _cfg(BASE_LR=0.1, MOMENTUM=0.9, NESTEROV=nesterov, WEIGHT_DECAY=1e-2, BIAS_LR_FACTOR=2.0)
+    opt = build_optimizer(cfg, net)
+    assert all(g.get("fused") or g.get("foreach") for g in opt.param_groups)
+    ref = {n: p.detach().double().clone() for n, p in net.named_parameters()}
+    buf = {}
+    for step in range(3):
+        grads = {n: torch.randn_like(p) for n, p in net.named_parameters()}
+        for n, p in net.named_parameters():
+            p.grad = grads[n].clone()
+        opt.step()
+        for n in ref:
+            lr = 0.1 * (2.0 if n == "bias" else 1.0)
+            g = grads[n].double() + 1e-2 * ref[n]
+            buf[n] = g if step == 0 else 0.9 * buf[n] + g
+            ref[n] = ref[n] - lr * ((g + 0.9 * buf[n]) if nesterov else buf[n])
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p.detach().double(), ref[n], rtol=1e-5, atol=1e-6)
