@@ -122,3 +122,37 @@ def test_no_positive_roi_still_connects_the_mask_loss():
         t["masks"] = torch.zeros((0, 96, 128), dtype=torch.uint8)
     losses = model(images, targets)
     assert losses["loss_mask"].item() == 0 and losses["loss_mask"].requires_grad
+
+
+def test_loss_mask_is_the_bce_of_the_aligned_targets():
+    """loss_mask equals a BCE computed here, in float64, from targets cropped by this file's RoIAlignV2 formula
+    at the positive RoIs the heads sampled, against the logits of each RoI's ground-truth class."""
+    torch.manual_seed(0)
+    model = build_model(_tiny_cfg("ROIAlignV2")).train()
+    heads = model.roi_heads
+    seen = {}
+    select = heads.select_training_samples
+
+    def recording_select(proposals, targets):
+        seen["samples"] = select(proposals, targets)
+        return seen["samples"]
+
+    heads.select_training_samples = recording_select
+    heads.register_forward_pre_hook(lambda m, args: seen.__setitem__("targets", args[3]))
+    heads.mask_predictor.register_forward_hook(lambda m, args, out: seen.__setitem__("logits", out.detach()))
+    images, targets = _batch()
+    losses = model(images, [dict(t) for t in targets])
+    proposals, matched_idxs, labels, _ = seen["samples"]
+    logits, size = seen["logits"].double(), seen["logits"].shape[-1]
+    terms, k = [], 0
+    for props, idxs, labs, tgt in zip(proposals, matched_idxs, labels, seen["targets"]):
+        for i in torch.where(labs > 0)[0].tolist():
+            gt = int(idxs[i])
+            target = _roi_align_v2(tgt["masks"][gt].double(), props[i].double().tolist(), size)
+            x = logits[k, int(tgt["labels"][gt])]
+            terms.append(-(target * torch.nn.functional.logsigmoid(x) + (1 - target) * torch.nn.functional.logsigmoid(-x)))
+            k += 1
+    assert k == logits.shape[0] and k >= 4  # every positive RoI, and some
+    expected = torch.stack(terms).mean()
+    assert 0.1 < float(expected) < 5.0
+    torch.testing.assert_close(losses["loss_mask"].double(), expected, rtol=1e-5, atol=1e-6)
