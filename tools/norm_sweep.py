@@ -80,7 +80,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the train_net.py commands and exit")
     parser.add_argument("--plot", default=None, help="PNG path (default OUTPUT_ROOT/norm_sweep.png)")
     parser.add_argument("--cost-images", type=int, default=3,
-                        help="images per recipe for the GFLOPs and activation-memory columns (0: leave them out)")
+                        help="scratch grid: images per recipe for the GFLOPs and activation-memory columns "
+                             "(0: leave them out)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every run: KEY VALUE ...")
     return parser.parse_args(argv)
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Pretrain the tiny detection recipes' ResNet as an image classifier (the miniature's "ImageNet" step).
+r"""Pretrain the tiny detection recipes' ResNet as an image classifier (the miniature's "ImageNet" step).
 
     python tools/pretrain_backbone.py --config configs/tiny/pretrain/R_18_bn.yaml OUTPUT_DIR output/pretrain/R_18_bn
     python tools/pretrain_backbone.py --config configs/tiny/pretrain/R_18_gn.yaml --resume OUTPUT_DIR ...
-    python tools/train_net.py --config configs/tiny/finetune/frozenbn.yaml MODEL.WEIGHTS output/pretrain/R_18_bn/model_final.pth
+    python tools/train_net.py --config configs/tiny/finetune/frozenbn.yaml \
+        MODEL.WEIGHTS output/pretrain/R_18_bn/model_final.pth
 
 Trains MODEL.RESNETS (its norm, conv and depth; the module names of the detectors' backbone,
 ``backbone.bottom_up``) with a linear classifier on synthetic textures (gn_det.data.textures: not the

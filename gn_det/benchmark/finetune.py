@@ -117,7 +117,8 @@ def pretrain_command(job: PretrainJob, status: str, *, iters: int = 0,
         cmd.append("--resume")
     cmd += ["OUTPUT_DIR", job.output_dir]
     if iters:
-        cmd += ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({max(1, int(iters * 0.73))}, {max(2, int(iters * 0.9))})",
+        steps = f"({max(1, int(iters * 0.73))}, {max(2, int(iters * 0.9))})"
+        cmd += ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps,
                 "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)), "SOLVER.CHECKPOINT_PERIOD", str(max(1, iters // 3)),
                 "TEST.EVAL_PERIOD", str(max(1, iters // 3))]
     return cmd
@@ -151,7 +152,8 @@ def published_rows(recipes: Sequence[str], path: str = REFERENCE_FILE) -> List[D
     return out
 
 
-PUBLISHED_COLUMNS = [Column("cell", "cell here"), Column("model", "published model"), Column("norms", "backbone / heads"),
+PUBLISHED_COLUMNS = [Column("cell", "cell here"), Column("model", "published model"),
+                     Column("norms", "backbone / heads"),
                      Column("schedule", "schedule"), Column("box_AP", "box AP", 1, True),
                      Column("mask_AP", "mask AP", 1, True), Column("source", "source")]
 
@@ -185,9 +187,10 @@ def pretrain_table(jobs: Sequence[PretrainJob], wall_times: Dict[str, float]) ->
     rows = []
     for job in jobs:
         users = [FINETUNE_LABELS[r] for r, kind in FINETUNE_BACKBONES.items() if kind == job.kind]
-        rows.append({"kind": job.kind, "recipe": os.path.relpath(job.config_file, os.getcwd()) if os.path.isabs(
-            job.config_file) else job.config_file, "used_by": ", ".join(users), "accuracy": pretrain_accuracy(job.output_dir),
-            "wall_s": wall_times.get(f"pretrain_{job.kind}"), "status": pretrain_status(job.output_dir)})
+        recipe = os.path.relpath(job.config_file) if os.path.isabs(job.config_file) else job.config_file
+        rows.append({"kind": job.kind, "recipe": recipe, "used_by": ", ".join(users),
+                     "accuracy": pretrain_accuracy(job.output_dir), "wall_s": wall_times.get(f"pretrain_{job.kind}"),
+                     "status": pretrain_status(job.output_dir)})
     return Table(columns=PRETRAIN_COLUMNS, rows=rows, title="Pretrained backbones")
 
 

@@ -56,7 +56,8 @@ class Claim:
     worse: str
     worse_k: int
     metric: str = "box_AP"
-    labels: Optional[Tuple[Tuple[str, str], ...]] = field(default=None, compare=False)  # recipe -> label; None: RECIPE_LABELS
+    # (recipe, label) pairs naming the sides in ``text``; None: RECIPE_LABELS (the scratch grid's)
+    labels: Optional[Tuple[Tuple[str, str], ...]] = field(default=None, compare=False)
 
     @property
     def text(self) -> str:

@@ -88,7 +88,8 @@ def make_textures(labels: Sequence[int], size: int, rng: np.random.Generator) ->
     return np.clip(images, 0, 255).round().astype(np.uint8)
 
 
-def _batch(seed: int, stream: int, index: int, count: int, size: int, num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _batch(seed: int, stream: int, index: int, count: int, size: int,
+           num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Images ``(count, 3, S, S)`` float32 0-255 and labels ``(count,)`` of batch ``index`` of a stream."""
     rng = np.random.default_rng([int(seed), int(stream), int(index)])
     labels = rng.integers(0, num_classes, count)

@@ -89,7 +89,8 @@ class PretrainTrainer(DefaultTrainer):
         return out
 
     @classmethod
-    def test(cls, cfg, model: nn.Module, evaluators: Optional[Sequence] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+    def test(cls, cfg, model: nn.Module,
+             evaluators: Optional[Sequence] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
         """``{"textures_val": {"classification": {"accuracy", "loss"}}}`` on PRETRAIN.NUM_VAL_IMAGES
         held-out images (every process computes it; rank 0 writes OUTPUT_DIR/inference/textures_val/metrics.json)."""
         from gn_det.data.textures import texture_eval_set
