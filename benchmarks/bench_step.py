@@ -15,11 +15,19 @@ iterations divided by their wall time. ``--profile-table FILE`` writes the profi
     python benchmarks/bench_step.py --config mask_rcnn_R_50_FPN_3x_frozenbn.yaml [--iters 5] [KEY VALUE ...]
     python benchmarks/bench_step.py --torchvision-reference   # torchvision's maskrcnn_resnet50_fpn, same input
     python benchmarks/bench_step.py --device cuda --amp --config mask_rcnn_R_50_FPN_1x_gn.yaml --json
+    python benchmarks/bench_step.py --detectron2 [--iters 5]   # FrozenBN 1x and GN 3x, gn_det vs detectron2
+
+``--detectron2`` (issue 18): the CPU step of the FrozenBN 1x and GN 3x R-50-FPN Mask R-CNN recipes (or the
+one ``--config`` names) side by side with detectron2's model built from its own zoo config of the same
+recipe (80 classes, random init, the same image and ground truth as detectron2 takes them), in one run,
+each recipe timed on gn_det then on detectron2; prints each ratio (target <= 0.85) and each framework's
+GN / FrozenBN ratio (target for gn_det <= 1.8). Says so and stops when detectron2 is not installed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -100,6 +108,101 @@ def bench(model: torch.nn.Module, iters: int, warmup: int = 2) -> Dict[str, floa
         "trainable_params_m": sum(p.numel() for p in params if p.requires_grad) / 1e6,
         "iters": iters,
     }
+
+
+# gn_det recipe -> detectron2 zoo config of the same recipe
+DETECTRON2_RECIPES = {
+    "mask_rcnn_R_50_FPN_1x_frozenbn.yaml": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+    "mask_rcnn_R_50_FPN_3x_gn.yaml": "Misc/mask_rcnn_R_50_FPN_3x_gn.yaml",
+}
+
+
+def detectron2_model(zoo_config: str) -> torch.nn.Module:
+    """detectron2's model of its zoo config ``zoo_config`` on the CPU, 80 classes, random init, sized to keep
+    the 512x640 input (read from the package's own configs: detectron2.model_zoo needs pkg_resources)."""
+    import os
+
+    import detectron2
+    from detectron2.config import get_cfg as d2_get_cfg
+    from detectron2.modeling import build_model as d2_build_model
+
+    cfg = d2_get_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs", zoo_config))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", NUM_CLASSES,
+                         "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MAX_SIZE_TRAIN", WIDTH])
+    return d2_build_model(cfg)
+
+
+def detectron2_step_input():
+    """``synthetic_sample`` as detectron2's model takes it: a dict with the image and Instances (0-based classes)."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    image, target = synthetic_sample()
+    inst = Instances((HEIGHT, WIDTH))
+    inst.gt_boxes = Boxes(target["boxes"])
+    inst.gt_classes = target["labels"] - 1
+    inst.gt_masks = BitMasks(target["masks"].bool())
+    return {"image": image, "instances": inst, "height": HEIGHT, "width": WIDTH}
+
+
+def bench_detectron2(model: torch.nn.Module, iters: int, warmup: int = 2) -> Dict[str, float]:
+    """``bench``'s loop (forward + backward, no optimizer) on detectron2's model and input."""
+    from detectron2.utils.events import EventStorage
+
+    model.train()
+    sample = detectron2_step_input()
+    total: List[float] = []
+    with EventStorage(0):  # detectron2's heads log to it during training
+        _detectron2_steps(model, sample, warmup, iters, total)
+    return {"s_per_step": statistics.mean(total), "s_per_step_stdev": statistics.stdev(total) if len(total) > 1 else 0.0}
+
+
+def _detectron2_steps(model, sample, warmup: int, iters: int, total: List[float]) -> None:
+    for step in range(warmup + iters):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        losses = model([dict(sample)])
+        sum(losses.values()).backward()
+        if step >= warmup:
+            total.append(time.perf_counter() - t0)
+
+
+def main_detectron2(args) -> Dict[str, Dict[str, float]]:
+    """--detectron2: each recipe on gn_det then detectron2, ratios and GN / FrozenBN ratios, one run."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError:
+        print("detectron2 is not installed: no side-by-side figures (pip install the wheel in ../shared/wheels/)")
+        return {}
+    recipes = [args.config] if args.config else list(DETECTRON2_RECIPES)
+    unknown = [r for r in recipes if os.path.basename(r) not in DETECTRON2_RECIPES]
+    if unknown:
+        raise SystemExit(f"{PROG}: error: --detectron2 knows the recipes {sorted(DETECTRON2_RECIPES)}, not {unknown[0]}")
+    rows: Dict[str, Dict[str, float]] = {}
+    for recipe in recipes:
+        args.config = recipe
+        torch.manual_seed(0)
+        ours = bench(build_for_bench(args, HEIGHT, WIDTH)[0], args.iters)
+        torch.manual_seed(0)
+        theirs = bench_detectron2(detectron2_model(DETECTRON2_RECIPES[os.path.basename(recipe)]), args.iters)
+        rows[recipe] = {"gn_det_s": ours["s_per_step"], "gn_det_stdev": ours["s_per_step_stdev"],
+                        "detectron2_s": theirs["s_per_step"], "detectron2_stdev": theirs["s_per_step_stdev"],
+                        "ratio": ours["s_per_step"] / theirs["s_per_step"]}
+        r = rows[recipe]
+        if not args.json:
+            print(f"{recipe}: gn_det {r['gn_det_s']:.2f} +- {r['gn_det_stdev']:.2f} s/step, detectron2 "
+                  f"{r['detectron2_s']:.2f} +- {r['detectron2_stdev']:.2f} s/step, ratio {r['ratio']:.2f} "
+                  f"(target <= 0.85) [{args.iters} steps, {args.threads} threads, 3x{HEIGHT}x{WIDTH}]")
+    fb, gn = (rows.get(k) for k in DETECTRON2_RECIPES)
+    if fb and gn:
+        rows["gn_over_frozenbn"] = {"gn_det": gn["gn_det_s"] / fb["gn_det_s"],
+                                    "detectron2": gn["detectron2_s"] / fb["detectron2_s"]}
+        if not args.json:
+            print(f"GN / FrozenBN step: gn_det {rows['gn_over_frozenbn']['gn_det']:.2f}x (target <= 1.8), "
+                  f"detectron2 {rows['gn_over_frozenbn']['detectron2']:.2f}x")
+    if args.json:
+        print(json.dumps(rows))
+    return rows
 
 
 def busy_time(intervals: Sequence[Tuple[float, float]]) -> float:
@@ -268,6 +371,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Parse args, build the recipe with 80 classes at 512x640, time it and print one line (or JSON)."""
     parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="", help="YAML recipe: a path or a file name in configs/")
+    parser.add_argument("--detectron2", action="store_true",
+                        help="CPU step side by side with detectron2 (FrozenBN 1x and GN 3x, or --config's recipe)")
     parser.add_argument("--torchvision-reference", action="store_true",
                         help="time torchvision's maskrcnn_resnet50_fpn (FrozenBN) instead of a recipe")
     parser.add_argument("--iters", type=int, default=None,
@@ -288,6 +393,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     parser.add_argument("--profile-table", default="", help="write the profiler's kernel table to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     args = parser.parse_args(argv)
+    if args.detectron2:
+        if args.torchvision_reference or args.device != "cpu":
+            parser.error("--detectron2 times the CPU step of gn_det's recipes; drop --torchvision-reference/--device")
+        torch.set_num_threads(args.threads)
+        args.iters = args.iters or 5
+        return main_detectron2(args)
     if bool(args.config) == args.torchvision_reference:
         parser.error("give exactly one of --config FILE and --torchvision-reference")
     if args.iters is not None and args.iters < 1:
