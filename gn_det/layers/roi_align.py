@@ -16,11 +16,9 @@ without autograd, torchvision's op runs (``roi_align`` below decides).
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align as tv_roi_align
 
 __all__ = ["roi_align", "roi_align_cpu"]
