@@ -8,7 +8,7 @@ so it includes generating the shapes dataset, and runs exactly README's command
 
 as a subprocess, timing the lines of its log as they arrive: start-up (imports, config, dataset
 generation, of which the generation alone is the span of the dataset's file times), model build and data
-loading (to "Starting training"), the training steps (to the last step's log line), evaluation (inference
+loading (to "Starting training"), the training steps (to the final checkpoint's line), evaluation (inference
 and COCO scoring, to the AP line) and the rest (writing, exit). Prints each run and, over ``--runs`` runs,
 the mean and spread (min-max) of the wall time and of box/mask AP. Targets (issue 18): <= 5 minutes,
 box AP >= 80, mask AP >= 75 on a 2-core CPU.
@@ -58,8 +58,10 @@ def run_once(workdir: str, opts: List[str], echo: bool = False) -> Dict[str, flo
         for name, marker in MARKERS:
             if name not in seen and marker in line:
                 seen[name] = now
-        if "eta:" in line and "iter:" in line:
+        if "eta:" in line and "iter:" in line and "model_final" not in seen:
             last_step = now
+        if "model_final" in line and "model_final" not in seen:  # saved after the last step, before evaluation
+            seen["model_final"] = now
         match = re.search(r"Inference on \d+ images .* took ([\d.]+) s", line)
         if match:
             inference_s = float(match.group(1))
@@ -73,7 +75,7 @@ def run_once(workdir: str, opts: List[str], echo: bool = False) -> Dict[str, flo
         metrics = json.load(f)
     setup = seen.get("setup", 0.0)
     model = seen.get("model", setup)
-    steps_end = last_step if last_step is not None else model
+    steps_end = seen.get("model_final", last_step if last_step is not None else model)
     ap_at = seen.get("ap", wall)
     return {"wall_s": wall, "startup_s": setup,
             "dataset_s": _dataset_span(os.path.join(workdir, "datasets")) or 0.0,

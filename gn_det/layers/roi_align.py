@@ -1,25 +1,24 @@
-"""RoIAlign on the CPU as one weighted gather: ``torchvision.ops.roi_align``'s numbers, a faster backward.
+"""RoIAlign on the CPU with torchvision's forward and a faster backward.
 
-torchvision's CPU kernel walks every RoI, bin and sampling point in scalar C++; its backward scatters
-each sampling point's four bilinear weights into the input gradient one at a time and was the
-largest single op of the quick start's training step. Here the sampling points of every bin are
-turned into (index, weight) pairs once, with torchvision's arithmetic (half-pixel offset when
-``aligned``, ``sampling_ratio`` 0 = ``ceil(roi size / output size)`` points per bin and axis, points
-outside ``[-1, size]`` contribute zero, clamping at the border, the mean over the bin's points), and
-the pooling is ``F.embedding_bag(mode="sum", per_sample_weights=...)`` over the feature map laid out
-as (N*H*W, C) rows: a vectorised weighted gather forward and a vectorised index-add backward. RoIs
-are processed in chunks so the index tensors stay bounded whatever the number of RoIs.
+torchvision's CPU backward walks every RoI, bin and sampling point in scalar C++ and scatters each
+point's four bilinear weights into the (N, C, H, W) gradient one at a time, strided by H*W: the largest
+single op of the quick start's backward (issue 18). Bilinear weights factor into a y and an x part, and
+the mean over a bin's gh x gw points into 1/gh * 1/gw, so each RoI's pooling is two small matrices over
+a window of the map, ``out = ay @ window @ ax^T`` (``_bilinear_maps``, torchvision's arithmetic: the
+half-pixel offset when ``aligned``, ``sampling_ratio`` 0 = ``ceil(roi size / output size)`` points per
+bin and axis, points outside ``[-1, size]`` contributing zero, clamping at the border). The backward is
+then two batched matmuls per chunk of RoIs and one ``index_add_`` of C-vectors into a channels-last
+gradient. Measured on the shared 2-core CPU, 1 thread: 2.6-3.3x faster than torchvision's backward on
+quick-start-sized maps (64 channels), the same on R-50 P2 maps (256 channels, 200x336).
 
-Gradients flow to the features only (as torchvision's: none to the boxes). On CUDA, or when autograd
-needs more than a first derivative of the features, use torchvision's op (``roi_align`` below decides).
+Gradients flow to the features only (as torchvision's: none to the boxes). On CUDA, for half types, or
+without autograd, torchvision's op runs (``roi_align`` below decides).
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align as tv_roi_align
 
 __all__ = ["roi_align", "roi_align_cpu"]
