@@ -9,7 +9,7 @@ sampling seed): the losses of a training step depend on how many positive propos
 grows as it learns (the box loss of a step rose while the model improved). A from-scratch RPN finds few
 positives in ITERS iterations, so during training the heads also get those fixed proposals (ground-truth
 boxes shifted; the RPN's own proposals and losses are kept). Measured figures are printed (``pytest -s``)
-and written to ``$GN_DET_LEARN_REPORT`` when set. About 20-40 s on 2 busy cores."""
+and written to ``$GN_DET_LEARN_REPORT`` when set. About 10 s on 2 idle cores."""
 import json
 import os
 
@@ -22,7 +22,7 @@ from gn_det.modeling import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(HERE, "tiny_mask_rcnn.yaml")
-ITERS = 30
+ITERS = 50
 HEAD_LOSSES = ("loss_classifier", "loss_box_reg", "loss_mask")
 HEADS_LR, LR = 4e-3, 1e-3  # Adam: RoI heads, the rest
 MIN_DROP = 0.40
