@@ -21,7 +21,7 @@ from typing import Tuple, Union
 import torch
 from torchvision.ops import roi_align as tv_roi_align
 
-__all__ = ["roi_align", "roi_align_cpu"]
+__all__ = ["roi_align", "roi_align_cpu", "uses_fast_backward", "MIN_BIN_SHARE"]
 
 _CHUNK_SAMPLES = 1 << 23  # window values gathered per chunk (RoIs x window pixels x channels), ~32 MB
 
@@ -130,10 +130,27 @@ def roi_align_cpu(x: torch.Tensor, rois: torch.Tensor, output_size: Union[int, T
     return _RoIAlignCPU.apply(x, rois.to(x.dtype), size, float(spatial_scale), int(sampling_ratio), bool(aligned))
 
 
+# roi_align_cpu's backward when the RoIs' output bins number at least this share of the map's pixels: below it
+# (a few RoIs on a large map, e.g. an untrained R-50's P2 in benchmarks/bench_step.py) its fixed cost, a
+# zeroed channels-last gradient of the whole map and the copy back, outweighs torchvision's scalar scatter.
+# Measured at 2 threads, C 64-256, 36x36-128x160 maps: the two are even at a share of 0.02-0.15.
+MIN_BIN_SHARE = 0.1
+
+
+def uses_fast_backward(x: torch.Tensor, rois: torch.Tensor, output_size: Tuple[int, int]) -> bool:
+    """Whether ``roi_align`` takes ``roi_align_cpu`` for these shapes (decided from shapes alone, no device read)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or rois.dim() != 2 or x.dim() != 4:
+        return False
+    bins = rois.shape[0] * output_size[0] * output_size[1]
+    return bins >= MIN_BIN_SHARE * x.shape[0] * x.shape[2] * x.shape[3]
+
+
 def roi_align(x: torch.Tensor, rois: torch.Tensor, output_size: Union[int, Tuple[int, int]],
               spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
-    """``torchvision.ops.roi_align`` with (K, 5) RoIs: the gather version on CPU in float32/float64 (faster,
-    above all its backward), torchvision's kernel elsewhere (CUDA, half types)."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and rois.dim() == 2:
-        return roi_align_cpu(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return tv_roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    """``torchvision.ops.roi_align`` with (K, 5) RoIs: ``roi_align_cpu`` (torchvision's forward, the faster
+    backward) on CPU in float32/float64 when the RoIs cover enough of the map (``uses_fast_backward``),
+    torchvision's kernel otherwise (CUDA, half types, a few RoIs on a large map). The result is the same."""
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(int(v) for v in output_size)
+    if uses_fast_backward(x, rois, size):
+        return roi_align_cpu(x, rois, size, spatial_scale, sampling_ratio, aligned)
+    return tv_roi_align(x, rois, size, spatial_scale, sampling_ratio, aligned)
