@@ -110,15 +110,7 @@ def run_cells(args: argparse.Namespace, cells) -> SweepSummary:
         print(f"[norm_sweep] {cell.name}: {status}{backbone} -> {' '.join(cmd)}", flush=True)
         if args.dry_run:
             continue
-        os.makedirs(cell.output_dir, exist_ok=True)
-        start = time.perf_counter()
-        with open(os.path.join(cell.output_dir, "sweep_stdout.txt"), "a", encoding="utf-8") as log:
-            code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - start
-        add_wall_time(args.output_root, cell.name, seconds)
-        summary.wall_seconds += seconds
-        (summary.ran if code == 0 else summary.failed).append(cell.name)
-        print(f"[norm_sweep] {cell.name}: exit {code} after {seconds:.0f} s", flush=True)
+        _run_logged(cmd, cell.output_dir, cell.name, cell.name, args.output_root, env, summary)
     return summary
 
 
@@ -141,16 +133,24 @@ def run_pretraining(args: argparse.Namespace, cells) -> SweepSummary:
         print(f"[norm_sweep] pretrain {job.kind}: {status} -> {' '.join(cmd)}", flush=True)
         if args.dry_run:
             continue
-        os.makedirs(job.output_dir, exist_ok=True)
-        start = time.perf_counter()
-        with open(os.path.join(job.output_dir, "sweep_stdout.txt"), "a", encoding="utf-8") as log:
-            code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - start
-        add_wall_time(args.output_root, f"pretrain_{job.kind}", seconds)
-        summary.wall_seconds += seconds
-        (summary.ran if code == 0 else summary.failed).append(f"pretrain_{job.kind}")
-        print(f"[norm_sweep] pretrain {job.kind}: exit {code} after {seconds:.0f} s", flush=True)
+        _run_logged(cmd, job.output_dir, f"pretrain_{job.kind}", f"pretrain {job.kind}", args.output_root, env,
+                    summary)
     return summary
+
+
+def _run_logged(cmd, output_dir: str, name: str, label: str, output_root: str, env, summary: SweepSummary) -> int:
+    """Run one job's command with its output appended to ``output_dir/sweep_stdout.txt``; record its wall time
+    under ``name`` and its outcome in ``summary``. Returns the exit code."""
+    os.makedirs(output_dir, exist_ok=True)
+    start = time.perf_counter()
+    with open(os.path.join(output_dir, "sweep_stdout.txt"), "a", encoding="utf-8") as log:
+        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    add_wall_time(output_root, name, seconds)
+    summary.wall_seconds += seconds
+    (summary.ran if code == 0 else summary.failed).append(name)
+    print(f"[norm_sweep] {label}: exit {code} after {seconds:.0f} s", flush=True)
+    return code
 
 
 def _check_recorded_backbone(cell) -> None:
