@@ -1,6 +1,21 @@
-"""Small stand-ins for the trainer tests: a detector-shaped model and a resumable random loader."""
+"""Small stand-ins for the trainer tests: a detector-shaped model, a resumable random loader, and the
+64-px shapes dataset the train_net tests register on the command line."""
+from pathlib import Path
+from typing import List, Tuple
+
 import torch
 from torch import nn
+
+from gn_det.data import generate_shapes_dataset
+
+
+def shapes64_register_flags(root: Path, prefix: str) -> Tuple[List[str], Path]:
+    """Generate 8 train / 4 val 64-px shapes images (seed 1) under ``root``; return train_net's
+    ``--register-coco`` flags naming them ``<prefix>_train`` / ``<prefix>_val``, and the annotations folder."""
+    generate_shapes_dataset(str(root), num_train=8, num_val=4, size=64, seed=1)
+    ann = root / "annotations"
+    return ["--register-coco", f"{prefix}_train", str(ann / "instances_train.json"), str(root / "train"),
+            "--register-coco", f"{prefix}_val", str(ann / "instances_val.json"), str(root / "val")], ann
 
 
 class ToyDetector(nn.Module):

@@ -12,8 +12,7 @@ import sys
 import pytest
 import torch
 
-from engine_toys import RandomLoader, ToyDetector
-from gn_det.data import generate_shapes_dataset
+from engine_toys import RandomLoader, ToyDetector, shapes64_register_flags
 from gn_det.engine.launch import default_backend, launch
 from gn_det.engine.train_loop import SimpleTrainer, resolve_amp_dtype
 from gn_det.utils.device import resolve_device
@@ -150,11 +149,8 @@ def _load_train_net():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "shapes64"
-    generate_shapes_dataset(str(root), num_train=8, num_val=4, size=64, seed=1)
-    ann = root / "annotations"
-    return ["--register-coco", "dev_train", str(ann / "instances_train.json"), str(root / "train"),
-            "--register-coco", "dev_val", str(ann / "instances_val.json"), str(root / "val")]
+    flags, _ = shapes64_register_flags(tmp_path_factory.mktemp("data") / "shapes64", "dev")
+    return flags
 
 
 def _argv(data, out, *opts):

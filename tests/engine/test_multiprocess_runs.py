@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
+from engine_toys import shapes64_register_flags
 from gn_det.config import get_cfg
-from gn_det.data import generate_shapes_dataset
 from gn_det.modeling import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,11 +27,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "shapes64"
-    generate_shapes_dataset(str(root), num_train=8, num_val=4, size=64, seed=1)
-    ann = root / "annotations"
-    return ["--register-coco", "mp_train", str(ann / "instances_train.json"), str(root / "train"),
-            "--register-coco", "mp_val", str(ann / "instances_val.json"), str(root / "val")]
+    flags, _ = shapes64_register_flags(tmp_path_factory.mktemp("data") / "shapes64", "mp")
+    return flags
 
 
 def _opts(out, *extra):

@@ -12,7 +12,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gn_det.data import generate_shapes_dataset
+from engine_toys import shapes64_register_flags
 from gn_det.engine.train_loop import SimpleTrainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,11 +33,8 @@ train_net = _load_tool()
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "shapes64"
-    generate_shapes_dataset(str(root), num_train=8, num_val=4, size=64, seed=1)
-    ann = root / "annotations"
-    return ["--register-coco", "e2e_train", str(ann / "instances_train.json"), str(root / "train"),
-            "--register-coco", "e2e_val", str(ann / "instances_val.json"), str(root / "val")], ann
+    flags, ann = shapes64_register_flags(tmp_path_factory.mktemp("data") / "shapes64", "e2e")
+    return flags, ann
 
 
 def _argv(data, out_dir, *extra, opts=()):
