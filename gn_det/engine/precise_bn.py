@@ -5,7 +5,7 @@ fvcore's update_bn_stats). GN/LN/IN/FrozenBN and frozen statistics are untouched
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -22,17 +22,23 @@ def _stat_buffers(module: nn.Module) -> List[torch.Tensor]:
     return [b for b in (getattr(module, n, None) for n in _STAT_BUFFERS) if isinstance(b, torch.Tensor)]
 
 
+def _batch_stat_norms(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
+    """(name, module) of every norm whose traits say running_stats and batch_dependent: training moves
+    its statistics with each process's batch."""
+    for name, m in model.named_modules():
+        traits = norm_traits(m)
+        if traits is not None and traits.running_stats and traits.batch_dependent:
+            yield name, m
+
+
 def _stat_layers(model: nn.Module) -> List[nn.Module]:
-    """Norms whose traits say running_stats and batch_dependent: training updates their statistics.
+    """``_batch_stat_norms`` for precise BN, which recomputes them.
 
     Each must update ``running_mean``/``running_var`` with a ``momentum`` attribute in PyTorch's
     convention (new = (1 - momentum) * old + momentum * batch); a ValueError names one that does not.
     """
     layers = []
-    for name, m in model.named_modules():
-        traits = norm_traits(m)
-        if traits is None or not (traits.running_stats and traits.batch_dependent):
-            continue
+    for name, m in _batch_stat_norms(model):
         if not hasattr(m, "momentum") or not _stat_buffers(m):
             raise ValueError(f"precise BN: norm {norm_name(m)!r} at {name or '<model>'} declares running_stats and "
                              "batch_dependent but has no `momentum` attribute and running_mean/running_var buffers "
@@ -101,27 +107,32 @@ def update_bn_stats(model: nn.Module, data: Iterable[Any], num_iter: int, *,
 
 
 def running_stat_layers(model: nn.Module) -> List[nn.Module]:
-    """Norms whose traits say running_stats and batch_dependent (training moves their statistics with
-    each process's batch), holding running_mean/running_var buffers; no momentum needed."""
-    return [m for m in model.modules()
-            if (t := norm_traits(m)) is not None and t.running_stats and t.batch_dependent and _stat_buffers(m)]
+    """``_batch_stat_norms`` holding running_mean/running_var buffers (no momentum needed): what
+    ``average_running_stats`` averages."""
+    return [m for _, m in _batch_stat_norms(model) if _stat_buffers(m)]
 
 
 @torch.no_grad()
 def average_running_stats(model: nn.Module) -> int:
     """Average the running statistics of ``model``'s batch-dependent norms over processes, in place, so
     every process holds one model's statistics (DDP runs with broadcast_buffers=False: each process's
-    BN/SN/BRN/EvoNorm-B0 statistics follow its own images). One all-reduce of every buffer flattened;
-    a no-op in one process. Returns the number of layers averaged (on every process)."""
+    BN/SN/BRN/EvoNorm-B0 statistics follow its own images). A no-op in one process. Returns the number of
+    layers averaged (on every process)."""
     layers = running_stat_layers(model)
+    _average_across_processes(layers)
+    return len(layers)
+
+
+def _average_across_processes(layers: List[nn.Module]) -> None:
+    """Average the layers' running statistics over processes, in place: one all-reduce per dtype and device
+    of every buffer flattened (plain BN gets one set of statistics; SyncBN's are equal already)."""
     world = comm.get_world_size()
     if world == 1 or not layers:
-        return len(layers)
-    buffers = [b for m in layers for b in _stat_buffers(m)]
-    by_dtype = {}
-    for b in buffers:
-        by_dtype.setdefault((b.dtype, b.device), []).append(b)
-    for group in by_dtype.values():
+        return
+    by_kind: Dict[Tuple[torch.dtype, torch.device], List[torch.Tensor]] = {}
+    for b in (b for m in layers for b in _stat_buffers(m)):
+        by_kind.setdefault((b.dtype, b.device), []).append(b)
+    for group in by_kind.values():
         flat = torch.cat([b.reshape(-1) for b in group])
         dist.all_reduce(flat)
         flat.div_(world)
@@ -129,15 +140,3 @@ def average_running_stats(model: nn.Module) -> int:
         for b in group:
             b.copy_(flat[offset:offset + b.numel()].view_as(b))
             offset += b.numel()
-    return len(layers)
-
-
-def _average_across_processes(layers: List[nn.Module]) -> None:
-    """Average running stats over processes: plain BN gets one set of statistics (SyncBN's are equal)."""
-    world = comm.get_world_size()
-    if world == 1:
-        return
-    for m in layers:
-        for buf in _stat_buffers(m):
-            dist.all_reduce(buf)
-            buf.div_(world)
