@@ -136,14 +136,13 @@ def plan_cells(
 ) -> List[SweepCell]:
     """The runs of the grid (``protocol``'s; default the from-scratch grid above), restricted to ``only``
     (recipes, ``<recipe>_<k>img`` cells or run names) and to ``seeds`` when given."""
+    protocol = SCRATCH if protocol is None else protocol
     cells, known = [], set()
-    runs = protocol.grid if protocol is not None else grid()
-    recipes = protocol.recipes if protocol is not None else RECIPES
-    for recipe, k, seed in runs:
-        pretrained = protocol.backbones.get(recipe, "") if protocol is not None else ""
+    for recipe, k, seed in protocol.grid:
+        pretrained = protocol.backbones.get(recipe, "")
         cell = SweepCell(recipe, os.path.join(config_dir, f"{recipe}.yaml"), k, num_processes,
                          os.path.join(output_root, f"{recipe}_{k}img" + ("" if seed == SEEDS[0] else f"_s{seed}")),
-                         seed, label=protocol.labels.get(recipe, recipe) if protocol is not None else "",
+                         seed, label=protocol.labels.get(recipe, recipe),
                          weights=protocol.weights_path(output_root, pretrained) if pretrained else "",
                          pretrained=pretrained)
         known.update({recipe, cell.group, cell.name})
@@ -156,7 +155,7 @@ def plan_cells(
         cells.append(cell)
     unknown = [name for name in only or () if name not in known]
     if unknown:
-        raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(recipes)}, "
+        raise ValueError(f"--only: unknown recipe or run {', '.join(unknown)}; choose from {', '.join(protocol.recipes)}, "
                          "<recipe>_<k>img or <recipe>_<k>img_s<seed>")
     return cells
 
@@ -399,8 +398,8 @@ class SweepSummary:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A grid other than the from-scratch one (gn_det.benchmark.finetune declares the fine-tuning grid):
-    its recipes' table labels, runs ``(recipe, images per process, seed)``, claims, and the pretrained
+    """A grid of the sweep: SCRATCH below (the from-scratch grid) or gn_det.benchmark.finetune's
+    fine-tuning grid: its recipes' table labels, runs ``(recipe, images per process, seed)``, claims, and the pretrained
     backbone each recipe starts from (``backbones``; weights at ``weights_path``)."""
 
     name: str
@@ -419,3 +418,6 @@ class Protocol:
         from gn_det.checkpoint.pretrained import PRETRAIN_RECIPES
 
         return os.path.join(output_root, self.pretrain_dir, PRETRAIN_RECIPES[pretrained], "model_final.pth")
+
+
+SCRATCH = Protocol("scratch", RECIPE_LABELS, tuple(grid()), CLAIMS)  # the from-scratch grid, plan_cells' default
