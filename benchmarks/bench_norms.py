@@ -21,8 +21,10 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from gn_det.layers import NORM_REGISTRY, get_norm
-from gn_det.utils.cli import ArgumentParser, run_tool
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.layers import NORM_REGISTRY, get_norm  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, run_tool  # noqa: E402
 
 PROG = "bench_norms.py"
 

@@ -28,8 +28,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from gn_det.config import get_cfg, resolve_config_path
-from gn_det.utils.cli import ArgumentParser, run_tool
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.config import get_cfg, resolve_config_path  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, run_tool  # noqa: E402
 
 PROG = "bench_predict.py"
 HEIGHT, WIDTH = 800, 1067

@@ -37,10 +37,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from gn_det.config import get_cfg, resolve_config_path
-from gn_det.modeling import build_model
-from gn_det.utils.cli import ArgumentParser, run_tool
-from gn_det.utils.device import synchronizer, use_device
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.config import get_cfg, resolve_config_path  # noqa: E402
+from gn_det.modeling import build_model  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, run_tool  # noqa: E402
+from gn_det.utils.device import synchronizer, use_device  # noqa: E402
 
 PROG = "bench_step.py"
 

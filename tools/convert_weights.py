@@ -21,7 +21,9 @@ import os
 import sys
 from typing import List, Optional
 
-from gn_det.utils.cli import ArgumentParser, UserError, run_tool
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
 
 PROG = "convert_weights.py"
 

@@ -7,12 +7,15 @@ number of norm layers, frozen/trainable and the parameter count, so one sees whe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
-from gn_det.config import get_cfg, resolve_config_path
-from gn_det.modeling import build_model, describe_model_parts, format_parts_table
-from gn_det.utils.cli import ArgumentParser, UserError, run_tool
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.config import get_cfg, resolve_config_path  # noqa: E402
+from gn_det.modeling import build_model, describe_model_parts, format_parts_table  # noqa: E402
+from gn_det.utils.cli import ArgumentParser, UserError, run_tool  # noqa: E402
 
 PROG = "describe_model.py"
 

@@ -20,15 +20,18 @@ import os
 import sys
 from typing import Optional
 
-from gn_det.checkpoint.checkpointer import load_model_weights
-from gn_det.config import config_from_args
-from gn_det.engine import (DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup,
-                           launch, under_torchrun, validate_run)
-from gn_det.engine.launch import check_launch_args
-from gn_det.engine.validate import last_checkpoint_file
-from gn_det.utils import comm
-from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line
-from gn_det.utils.device import resolve_cfg_device
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gn_det.checkpoint.checkpointer import load_model_weights  # noqa: E402
+from gn_det.config import config_from_args  # noqa: E402
+from gn_det.engine import (  # noqa: E402
+    DefaultTrainer, PreparedRun, clean_output_dir, default_argument_parser, default_setup, launch, under_torchrun,
+    validate_run)
+from gn_det.engine.launch import check_launch_args  # noqa: E402
+from gn_det.engine.validate import last_checkpoint_file  # noqa: E402
+from gn_det.utils import comm  # noqa: E402
+from gn_det.utils.cli import USER_ERRORS, UserError, debug_requested, one_line  # noqa: E402
+from gn_det.utils.device import resolve_cfg_device  # noqa: E402
 
 logger = logging.getLogger("train_net")
 
