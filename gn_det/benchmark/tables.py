@@ -46,25 +46,35 @@ def _norm_name(record: RunRecord, name: Optional[str]) -> str:
     return str(name)
 
 
+def _with_conv(record: RunRecord, shown: str, conv_key: str) -> str:
+    """``shown`` with the part's conv kind appended when it is not a plain conv: "GN+WS"."""
+    conv = record.cfg(conv_key, "")
+    return f"{shown}+{conv}" if conv and shown != "none" else shown
+
+
 def describe_norms(record: RunRecord) -> Dict[str, str]:
-    """The norm of the backbone, the FPN and the RoI heads, as the resolved config sets them."""
+    """The norm of the backbone, the FPN and the RoI heads, as the resolved config sets them (with the
+    conv kind where it is not plain: GN with weight-standardised convs is "GN+WS")."""
     backbone = _norm_name(record, record.cfg("MODEL.RESNETS.NORM", ""))
     norm_3x3 = record.cfg("MODEL.RESNETS.NORM_3X3", "")
     if norm_3x3 and norm_3x3 != record.cfg("MODEL.RESNETS.NORM", ""):
         backbone = f"{backbone} + {_norm_name(record, norm_3x3)}@3x3"  # XBN block (Huang et al. 2022)
+    backbone = _with_conv(record, backbone, "MODEL.RESNETS.CONV")
     heads = []
     if (record.cfg("MODEL.ROI_BOX_HEAD.NUM_CONV", 0) or 0) > 0:
-        heads.append(_norm_name(record, record.cfg("MODEL.ROI_BOX_HEAD.NORM", "")))
+        heads.append(_with_conv(record, _norm_name(record, record.cfg("MODEL.ROI_BOX_HEAD.NORM", "")),
+                                "MODEL.ROI_BOX_HEAD.CONV"))
     else:
         heads.append("none")  # an fc-only box head has no norm whatever NORM says
     if record.cfg("MODEL.MASK_ON", False):
         if (record.cfg("MODEL.ROI_MASK_HEAD.NUM_CONV", 0) or 0) > 0:
-            heads.append(_norm_name(record, record.cfg("MODEL.ROI_MASK_HEAD.NORM", "")))
+            heads.append(_with_conv(record, _norm_name(record, record.cfg("MODEL.ROI_MASK_HEAD.NORM", "")),
+                                    "MODEL.ROI_MASK_HEAD.CONV"))
         else:
             heads.append("none")
     return {
         "norm_backbone": backbone,
-        "norm_fpn": _norm_name(record, record.cfg("MODEL.FPN.NORM", "")),
+        "norm_fpn": _with_conv(record, _norm_name(record, record.cfg("MODEL.FPN.NORM", "")), "MODEL.FPN.CONV"),
         "norm_heads": heads[0] if len(set(heads)) == 1 else "/".join(heads),
     }
 

@@ -19,12 +19,13 @@ RUN_A_RESULTS = {"bbox": {"AP": 12.3, "AP50": 30.1, "AP75": 8.7, "APs": 1.0},
 
 
 def write_run(root, name, *, norm, ims_per_batch, max_iter, times=(), world_size=None, peak=None,
-              results=None, dataset="shapes_val", mask_on=True):
+              results=None, dataset="shapes_val", mask_on=True, conv=""):
     """A run directory as tools/train_net.py leaves it: config.yaml, metrics.json, inference/."""
     run = root / name
     run.mkdir()
     cfg = get_cfg()
     cfg.MODEL.MASK_ON = mask_on
+    cfg.MODEL.RESNETS.CONV = cfg.MODEL.FPN.CONV = cfg.MODEL.ROI_BOX_HEAD.CONV = conv
     cfg.MODEL.RESNETS.NORM = norm
     cfg.MODEL.FPN.NORM = norm
     cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
@@ -166,3 +167,12 @@ def test_alias_config_finds_its_recipe_through_base(tmp_path, capsys):
         f.write(f"[x]: Rank 0 of 2; command line: tools/train_net.py --config-file {alias} --num-gpus 2\n")
     rows = csv_rows(run_tool([run, "--reference", "--format", "csv"], capsys))
     assert len(rows) > 1 and {r["run"] for r in rows[1:]} == {"mask_rcnn_R_50_FPN_3x_gn (published)"}
+
+
+def test_weight_standardised_parts_are_shown_with_their_conv(tmp_path, capsys):
+    run = write_run(tmp_path, "gnws_run", norm="GN", ims_per_batch=2, max_iter=100, conv="WS")
+    row = csv_rows(run_tool([run, "--format", "csv"], capsys))[0]
+    # the mask head keeps a plain conv here, so the heads column names both heads
+    assert (row["norm: backbone"], row["FPN"], row["heads"]) == ("GN+WS", "GN+WS", "GN+WS/GN")
+    plain = write_run(tmp_path, "gn_run", norm="GN", ims_per_batch=2, max_iter=100)
+    assert csv_rows(run_tool([plain, "--format", "csv"], capsys))[0]["norm: backbone"] == "GN"
