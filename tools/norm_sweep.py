@@ -210,7 +210,7 @@ def write_finetune_results(args: argparse.Namespace, cells) -> None:
     """The fine-tuning table, claims with their numbers, pretraining accuracy and published counterparts:
     OUTPUT_ROOT/norm_finetune.{md,csv,png}, and with --docs docs/norm_finetune.{md,png}."""
     from gn_det.benchmark.finetune import FINETUNE, finetune_markdown, plan_pretraining
-    from gn_det.benchmark.plots import plot_sweep
+    from gn_det.benchmark.plots import FINETUNE_TITLE, plot_sweep
 
     wall = load_wall_times(args.output_root)
     rows = sweep_rows(cells, wall)
@@ -226,12 +226,12 @@ def write_finetune_results(args: argparse.Namespace, cells) -> None:
                              lr_per_image=args.lr_per_image)
     atomic_write_text(os.path.join(args.output_root, "norm_finetune.md"), text)
     atomic_write_text(os.path.join(args.output_root, "norm_finetune.csv"), render(table, "csv"))
-    path = plot_sweep(rows, args.plot or os.path.join(args.output_root, "norm_finetune.png"))
+    path = plot_sweep(rows, args.plot or os.path.join(args.output_root, "norm_finetune.png"), title=FINETUNE_TITLE)
     print(f"wrote {os.path.join(args.output_root, 'norm_finetune.md')}, .csv and {path}")
     if args.docs:
         docs = args.docs_dir
         atomic_write_text(os.path.join(docs, "norm_finetune.md"), text)
-        plot_sweep(rows, os.path.join(docs, "norm_finetune.png"))
+        plot_sweep(rows, os.path.join(docs, "norm_finetune.png"), title=FINETUNE_TITLE)
         print(f"wrote {os.path.join(docs, 'norm_finetune.md')} and {os.path.join(docs, 'norm_finetune.png')}")
 
 

@@ -79,7 +79,12 @@ def plot_estimation_shift(rows: Sequence[ShiftRow], path: str) -> str:
     return _save(fig, path)
 
 
-def plot_sweep(rows: Sequence[Dict[str, object]], path: str, metrics: Sequence[str] = ("box_AP", "mask_AP")) -> str:
+SCRATCH_TITLE = "Mask R-CNN from scratch on shapes: AP per norm (mean +- std over seeds)"
+FINETUNE_TITLE = "Mask R-CNN fine-tuned from pretrained backbones on shapes: AP per cell (mean +- std over seeds)"
+
+
+def plot_sweep(rows: Sequence[Dict[str, object]], path: str, metrics: Sequence[str] = ("box_AP", "mask_AP"),
+               title: str = SCRATCH_TITLE) -> str:
     """AP per norm recipe with +- one standard deviation over seeds; one row of panels per metric.
 
     Left: grouped bars, one bar per images-per-process value of 1 and 2 (every recipe has them). Right:
@@ -150,6 +155,6 @@ def plot_sweep(rows: Sequence[Dict[str, object]], path: str, metrics: Sequence[s
             ax.set_ylim(bottom=0)
             ax.grid(color="0.9")
             ax.legend(fontsize=7)
-    fig.suptitle("Mask R-CNN from scratch on shapes: AP per norm (mean +- std over seeds)", y=1.01)
+    fig.suptitle(title, y=1.01)
     fig.tight_layout()
     return _save(fig, path)

@@ -168,7 +168,12 @@ def test_finetune_claims_verdicts_on_fixed_numbers(tmp_path):
     assert "- FrozenBN/- > BN/BN at 2 img/process (box AP): **holds**: gap +9.0 AP against 2 std = 4.0 (n = 3 and 3 seeds)" in lines
 
 
-def test_table_only_docs(tmp_path, capsys):
+def test_table_only_docs(tmp_path, capsys, monkeypatch):
+    import matplotlib.figure
+    titles = []
+    real_suptitle = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda fig, text, **kw: titles.append(text) or real_suptitle(fig, text, **kw))
     tool = _tool()
     out = tmp_path / "out"
     out.mkdir()
@@ -184,6 +189,7 @@ def test_table_only_docs(tmp_path, capsys):
     assert "| FrozenBN/- > BN/BN at 2 img/process (box AP) |" in md and "no result" in md
     assert "Wu & He, Group Normalization" in md and "| 38.6 |" in md  # the published counterparts
     assert (docs / "norm_finetune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(titles) == 2 and all("fine-tuned" in t and "scratch" not in t for t in titles)  # output + docs plots
     assert (out / "norm_finetune.md").read_text() == md
 
 
