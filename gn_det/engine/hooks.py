@@ -41,6 +41,13 @@ class LRScheduler(HookBase):
         self.scheduler.step()
 
 
+def _due(trainer, period: int) -> bool:
+    """The iteration that just ended is the last one or a multiple of ``period`` (0: only the last): the
+    schedule of checkpoints and evaluations, and of what must run right before them."""
+    nxt = trainer.iter + 1
+    return nxt >= trainer.max_iter or (period > 0 and nxt % period == 0)
+
+
 class AverageRunningStats(HookBase):
     """Before every checkpoint and evaluation, average the running statistics of the batch-dependent
     norms over processes (gn_det.engine.precise_bn.average_running_stats), so that what is saved and
@@ -55,10 +62,7 @@ class AverageRunningStats(HookBase):
         self.evaluates = bool(evaluates)
 
     def after_step(self) -> None:
-        nxt = self.trainer.iter + 1
-        checkpoint = nxt >= self.trainer.max_iter or (self.checkpoint_period > 0 and nxt % self.checkpoint_period == 0)
-        evaluation = self.evaluates and self.eval_period > 0 and nxt % self.eval_period == 0
-        if checkpoint or evaluation:
+        if _due(self.trainer, self.checkpoint_period) or (self.evaluates and _due(self.trainer, self.eval_period)):
             average_running_stats(self.model)
 
 
@@ -73,11 +77,9 @@ class PeriodicCheckpointer(HookBase):
         self.period = int(period)
 
     def after_step(self) -> None:
-        it = self.trainer.iter
-        if it + 1 >= self.trainer.max_iter:
-            self.checkpointer.save("model_final", it)
-        elif self.period > 0 and (it + 1) % self.period == 0:
-            self.checkpointer.save(f"model_{it:07d}", it)
+        if _due(self.trainer, self.period):
+            it = self.trainer.iter
+            self.checkpointer.save("model_final" if it + 1 >= self.trainer.max_iter else f"model_{it:07d}", it)
 
 
 class EvalHook(HookBase):
@@ -100,8 +102,7 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def after_step(self) -> None:
-        nxt = self.trainer.iter + 1
-        if nxt == self.trainer.max_iter or (self.period > 0 and nxt % self.period == 0):
+        if _due(self.trainer, self.period):
             self._do_eval()
 
 
@@ -136,8 +137,7 @@ class PreciseBN(HookBase):
         self.num_iter = int(num_iter)
 
     def after_step(self) -> None:
-        nxt = self.trainer.iter + 1
-        if nxt == self.trainer.max_iter or (self.period > 0 and nxt % self.period == 0):
+        if _due(self.trainer, self.period):
             self.update_stats()
 
     def update_stats(self) -> None:
